@@ -1,0 +1,1 @@
+"""The gates as data: profiles (numbers), gate definitions (PromQL), generated rule files."""

@@ -1,0 +1,1 @@
+"""Shared core of agent-world-soak: errors, ids, the run-state contract, real services."""
