@@ -1,0 +1,1 @@
+"""soak-exporter: epoch reports, status endpoints, process stats and run state as metrics."""

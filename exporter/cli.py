@@ -1,0 +1,87 @@
+"""``soak-exporter`` command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from exporter.collector import Setup, SoakCollector, Source
+from soakcore.errors import UsageError, run_cli
+from soakcore.ids import validate_name
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in values:
+        name, sep, value = raw.partition("=")
+        if not sep or not value:
+            raise UsageError(f"{flag} {raw!r}: expected NAME=VALUE")
+        out[validate_name("node", name)] = value
+    return out
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def build_setup(a: argparse.Namespace) -> Setup:
+    from alerts.profiles import get_profile
+    reports, status, pids = _pairs(a.node, "--node"), _pairs(a.status, "--status"), _pairs(a.pid, "--pid")
+    for node, path in reports.items():
+        if not Path(path).is_dir():
+            raise UsageError(f"--node {node}={path}: not a directory")
+    names = list(dict.fromkeys([*reports, *status, *pids]))
+    thresholds = dict(get_profile(a.profile).thresholds) if a.profile else {}
+    return Setup(run_id=validate_name("run id", a.run_id), topology=validate_name("topology", a.topology),
+                 profile=a.profile or "none", thresholds=thresholds,
+                 sources=tuple(Source(n, report_dir=reports.get(n), pid=pids.get(n), status_url=status.get(n))
+                               for n in names))
+
+
+def main(argv: list[str] | None = None) -> None:
+    def body() -> int:
+        p = argparse.ArgumentParser(prog="soak-exporter", description="Agent World soak metrics for Prometheus.")
+        p.add_argument("--listen", default="127.0.0.1:9465")
+        p.add_argument("--node", action="append", default=[], metavar="NAME=REPORT_DIR")
+        p.add_argument("--status", action="append", default=[], metavar="NAME=URL")
+        p.add_argument("--pid", action="append", default=[], metavar="NAME=PID_OR_PIDFILE")
+        p.add_argument("--run-state", type=Path)
+        p.add_argument("--run-id", default="adhoc")
+        p.add_argument("--topology", default="unknown")
+        p.add_argument("--profile")
+        p.add_argument("--status-interval-secs", type=float, default=2.0)
+        p.add_argument("--log-level", default="INFO")
+        a = p.parse_args(argv)
+        logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s soak-exporter %(levelname)s %(message)s")
+        collector = SoakCollector(build_setup(a), a.run_state, a.status_interval_secs)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        collector.start_status_poller()
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+        host, port = _listen(a.listen)
+        try:
+            server = make_server(host, port, make_wsgi_app(registry), handler_class=Quiet)
+        except OSError as exc:
+            raise UsageError(f"--listen {a.listen}: {exc.strerror}") from exc
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        logging.info("serving http://%s:%d/metrics", host, server.server_port)
+        stop.wait()
+        server.shutdown()
+        collector.stop()
+        return 0
+    run_cli("soak-exporter", body)

@@ -1,0 +1,176 @@
+"""The Collector: one scrape = refresh run state, ingest new reports, read process stats.
+
+``collect()`` never raises: a failure sets ``soak_exporter_scrape_error`` and the other
+nodes' metrics are still served.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.families import build_families
+from exporter.ingest import ReportDir
+from exporter.procs import DiskSizer
+from exporter.reports import ReportError, parse_document
+from exporter.state import HashBook, NodeView
+from soakcore.errors import SoakError
+from soakcore.runstate import RunState, read_run_state
+
+log = logging.getLogger("soak-exporter")
+
+
+@dataclass(frozen=True)
+class Source:
+    node: str
+    role: str = "unknown"
+    node_id: str = ""
+    report_dir: str | None = None
+    work_dir: str | None = None
+    pid: str | None = None          # pid or pidfile
+    status_url: str | None = None
+    restarts: dict[str, int] | None = None  # from the runner; None = detect pid changes
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What to watch: from flags, replaced by the run-state file when given."""
+
+    run_id: str = "adhoc"
+    topology: str = "unknown"
+    profile: str = "none"
+    scenario: str = "unknown"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    sources: tuple[Source, ...] = ()
+    chaos_active: frozenset[tuple[str, str]] = frozenset()
+    chaos_events: tuple[tuple[str, str, str, int], ...] = ()
+
+
+def setup_from_run_state(rs: RunState) -> Setup:
+    return Setup(rs.run_id, rs.topology, rs.profile, rs.scenario, dict(rs.thresholds),
+                 tuple(Source(n.node, n.role, n.node_id, n.report_dir, n.work_dir,
+                              str(n.pid) if n.pid else None, n.status_url, dict(n.restarts)) for n in rs.nodes),
+                 frozenset((a.node, a.action) for a in rs.chaos_active),
+                 tuple((c.node, c.action, c.phase, c.count) for c in rs.chaos_events))
+
+
+class SoakCollector(Collector):
+    def __init__(self, setup: Setup, run_state: Path | None = None, status_interval_s: float = 2.0) -> None:
+        self.setup, self.run_state_path = setup, run_state
+        self._run_state_mtime: float | None = None
+        self._run_state_error = False
+        self._lock = threading.Lock()
+        self.views: dict[str, NodeView] = {}
+        self.dirs: dict[str, ReportDir] = {}
+        self.hashes = HashBook()
+        self.pids: dict[str, int] = {}
+        self.detected_crashes: dict[str, int] = {}
+        self.disk = DiskSizer()
+        self.status_interval_s = status_interval_s
+        self._stop = threading.Event()
+        self._refresh_run_state()
+        self._apply_sources()
+
+    # -- inputs -------------------------------------------------------------------------
+    def _refresh_run_state(self) -> None:
+        if self.run_state_path is None:
+            return
+        try:
+            mtime = self.run_state_path.stat().st_mtime
+            if mtime == self._run_state_mtime:
+                return
+            new = setup_from_run_state(read_run_state(self.run_state_path))
+            self._run_state_mtime, self._run_state_error = mtime, False
+        except (OSError, SoakError) as exc:
+            if not self._run_state_error:
+                log.warning("run state: %s (keeping the last good one)", exc)
+            self._run_state_error = True
+            return
+        if (new.run_id, new.topology) != (self.setup.run_id, self.setup.topology):
+            self.views, self.dirs, self.hashes, self.pids = {}, {}, HashBook(), {}
+        self.setup = new
+        self._apply_sources()
+
+    def _apply_sources(self) -> None:
+        for s in self.setup.sources:
+            self.views.setdefault(s.node, NodeView())
+            if s.report_dir and (s.node not in self.dirs or str(self.dirs[s.node].path) != s.report_dir):
+                self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir))
+
+    def ingest(self) -> None:
+        for node, rdir in self.dirs.items():
+            reports, errors = rdir.poll()
+            view = self.views[node]
+            with self._lock:
+                for _, report in reports:
+                    view.observe(report, from_report=True)
+                    self.hashes.see_report(report)
+            for reason in errors:
+                view.errors[reason] = view.errors.get(reason, 0) + 1
+
+    def poll_status_once(self) -> None:
+        for s in self.setup.sources:
+            if not s.status_url:
+                continue
+            try:
+                with urllib.request.urlopen(s.status_url, timeout=1.5) as resp:
+                    report = parse_document(json.loads(resp.read()))
+            except (OSError, ValueError, ReportError) as exc:
+                log.debug("%s: status poll failed: %s", s.status_url, exc)
+                continue
+            with self._lock:
+                self.views.setdefault(s.node, NodeView()).observe(report, from_report=False)
+                self.hashes.see_report(report)
+
+    def start_status_poller(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.status_interval_s):
+                self.poll_status_once()
+        threading.Thread(target=loop, daemon=True, name="status-poller").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- output -------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        started, error = time.perf_counter(), False
+        families: list[Metric] = []
+        try:
+            self._refresh_run_state()
+            self.ingest()
+            families = list(self._families())
+        except Exception:  # noqa: BLE001 - collect() must never fail the scrape
+            log.exception("scrape failed")
+            error = True
+        base = ["run_id", "topology"]
+        vals = [self.setup.run_id, self.setup.topology]
+        dur = GaugeMetricFamily("soak_exporter_scrape_duration_seconds", "Time the last scrape took.", labels=base)
+        dur.add_metric(vals, time.perf_counter() - started)
+        err = GaugeMetricFamily("soak_exporter_scrape_error", "1 if the last scrape or run-state read failed.",
+                                labels=base)
+        err.add_metric(vals, float(error or self._run_state_error))
+        yield from families
+        yield dur
+        yield err
+
+    def _families(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from build_families(self)
+
+    def restarts(self, s: Source, pid: int | None) -> dict[str, int]:
+        if s.restarts is not None:
+            return s.restarts
+        prev = self.pids.get(s.node)
+        if pid is not None and prev is not None and pid != prev:
+            self.detected_crashes[s.node] = self.detected_crashes.get(s.node, 0) + 1
+        if pid is not None:
+            self.pids[s.node] = pid
+        return {"chaos": 0, "crash": self.detected_crashes.get(s.node, 0)}
