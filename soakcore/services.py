@@ -94,7 +94,9 @@ def _spawn(name: str, argv: list[str], log_path: Path, url: str, ready_path: str
            timeout: float) -> Service:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # Own session: a Ctrl-C meant for the runner must not kill the stack before it judges.
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     log.close()
     service = Service(name, proc, url, log_path)
     try:

@@ -1,0 +1,1 @@
+"""soak-check: the verdict from PromQL, live or after the run."""

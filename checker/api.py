@@ -1,0 +1,187 @@
+"""Judging a window: each gate from its one definition in ``alerts.gates``, as PromQL
+aggregates over catalog metrics (so backfilled or archived data works too).
+
+Three-valued like Jepsen: fail > insufficient_data > pass. A query error is never a pass:
+it raises EvaluationError (exit 3).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alerts.gates import GATES, Gate
+from alerts.profiles import Profile
+from checker.figures import collect_figures
+from checker.promapi import Labels, Prom
+
+MAX_POINTS = 400  # subquery/range resolution: bounded cost whatever the window length
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    alert: str
+    severity: str
+    status: str                 # pass | fail | insufficient_data
+    value: float | None
+    threshold: float
+    query: str
+    worst_node: str | None
+    first_failed_at: float | None
+
+
+@dataclass(frozen=True)
+class TopologyVerdict:
+    run_id: str | None
+    topology: str
+    since: float
+    until: float
+    profile: Profile
+    gates: tuple[GateResult, ...]
+    figures: dict[str, Any]
+    alerts_fired: tuple[dict[str, str], ...]
+    disagreements: tuple[str, ...]
+    series: dict[str, Any] = field(default_factory=dict)      # for plots
+    timeline: tuple[dict[str, Any], ...] = ()
+    queries: int = 0
+
+    @property
+    def metric_gate_status(self) -> str:
+        critical = [g for g in self.gates if g.severity == "critical"]
+        if any(g.status == "fail" for g in critical):
+            return "fail"
+        if any(g.status == "insufficient_data" for g in critical):
+            return "insufficient_data"
+        return "pass"
+
+    @property
+    def status(self) -> str:
+        s = self.metric_gate_status
+        return "failed" if s == "fail" or (s == "insufficient_data" and self.profile.insufficient_data_fails) else "ok"
+
+
+@dataclass(frozen=True)
+class TopologyMeta:
+    """What the runner knows of a topology that Prometheus does not."""
+
+    topology: str
+    started_at: float
+    ended_at: float
+    process_status: str
+    notes: tuple[str, ...] = ()
+    chaos_events: int = 0
+    crashes: int = 0
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    run_dir: Path | None
+    profile: Profile
+    scenario: str = "unknown"
+    chaos_plan: str | None = None
+    chaos_continuous: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    duration_secs: float | None = None
+    topologies: tuple[TopologyMeta, ...] = ()
+    aborted: bool = False
+    prometheus_url: str | None = None
+
+
+def step_for(since: float, until: float, floor: float = 1.0) -> float:
+    return max(floor, math.ceil((until - since) / MAX_POINTS))
+
+
+def _matches(labels: Labels, run_id: str | None, topology: str) -> bool:
+    # Series without run_id/topology (e.g. the exporter dead-man's switch) concern every run.
+    return labels.get("run_id", run_id) == run_id and labels.get("topology", topology) == topology
+
+
+def _window(expr: str, since: float, until: float, step: float) -> str:
+    return f"({expr})[{int(until - since)}s:{int(step)}s]"
+
+
+def _sustained(g: Gate) -> str:
+    """The gate's value held for its ``for`` duration (what the alert needs to fire)."""
+    secs = _secs(g.for_)
+    return g.value if secs == 0 else f"min_over_time(({g.value})[{secs}s:{max(1, secs // 6)}s])"
+
+
+def _secs(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(float(duration[:-1]) * units[duration[-1]])
+
+
+def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str,
+               since: float, until: float) -> GateResult:
+    step = step_for(since, until)
+    by = "run_id, topology, node"
+    # A breach must have lasted ``for`` inside the window, so judging starts ``for`` after since.
+    start = min(since + _secs(g.for_), until - step)
+    query = f"max by ({by}) (max_over_time({_window(_sustained(g), start, until, step)}))"
+    rows = [(lab, v) for lab, v in prom.instant(query, until) if _matches(lab, run_id, topology) and not math.isnan(v)]
+    worst = max(rows, key=lambda r: r[1], default=None)
+    value = worst[1] if worst else None
+    if value is not None and value > threshold:
+        first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, until, step)
+        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first)
+    data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
+    has_data = any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
+    status = "pass" if has_data else "insufficient_data"
+    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query,
+                      worst[0].get("node") if worst else None, None)
+
+
+def _first_failure(prom: Prom, g: Gate, threshold: float, labels: Labels, run_id: str | None, topology: str,
+                   since: float, until: float, step: float) -> float | None:
+    for lab, points in prom.range(_sustained(g), since, until, step):
+        if _matches(lab, run_id, topology) and lab.get("node") == labels.get("node"):
+            return next((t for t, v in points if v > threshold), None)
+    return None
+
+
+def thresholds_for(prom: Prom, profile: Profile, explicit: bool, run_id: str | None, topology: str,
+                   until: float, since: float) -> dict[str, float]:
+    """The profile's numbers; without an explicit profile, the run's own exported thresholds win."""
+    values = dict(profile.thresholds)
+    if not explicit:
+        q = f"max by (run_id, topology, gate) (max_over_time(soak_gate_threshold[{int(until - since)}s]))"
+        for lab, v in prom.instant(q, until):
+            if _matches(lab, run_id, topology) and "gate" in lab:
+                values[lab["gate"]] = v
+    return values
+
+
+def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | None, topology: str,
+             profile: Profile, explicit_profile: bool = True) -> TopologyVerdict:
+    prom = Prom(prometheus_url)
+    thresholds = thresholds_for(prom, profile, explicit_profile, run_id, topology, until, since)
+    results = tuple(judge_gate(prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
+                               run_id, topology, since, until) for g in GATES)
+    fired = _alerts_fired(prom, run_id, topology, since, until)
+    fired_gates = {a.get("gate") for a in fired}
+    disagreements = tuple(
+        [f"{r.alert}: gate failed over the window but the alert never fired" for r in results
+         if r.status == "fail" and r.name not in fired_gates]
+        + [f"{r.alert}: alert fired but the gate passed over the window" for r in results
+           if r.status == "pass" and r.name in fired_gates])
+    figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
+    return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
+                           series, timeline, prom.queries)
+
+
+def _alerts_fired(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> tuple[dict[str, str], ...]:
+    q = f'max by (alertname, gate, severity, node, run_id, topology) (max_over_time(ALERTS{{alertstate="firing"}}[{int(until - since)}s]))'
+    return tuple(sorted((dict(lab) for lab, _ in prom.instant(q, until)
+                         if _matches(lab, run_id, topology) and lab.get("severity") != "info"),
+                        key=lambda a: (a.get("alertname", ""), a.get("node", ""))))
+
+
+def discover(prometheus_url: str, since: float, until: float, run_id: str | None,
+             topology: str | None) -> list[tuple[str, str, str]]:
+    """(run_id, topology, profile) of every run seen in the window, filtered."""
+    q = f"max by (run_id, topology, profile) (max_over_time(soak_run_info[{int(until - since)}s]))"
+    found = {(lab.get("run_id", ""), lab.get("topology", ""), lab.get("profile", ""))
+             for lab, _ in Prom(prometheus_url).instant(q, until)}
+    return sorted(f for f in found if (run_id is None or f[0] == run_id) and (topology is None or f[1] == topology))

@@ -1,0 +1,118 @@
+"""``soak-check``: judge a window of a live or finished soak; exit 0 pass, 1 failed,
+2 bad arguments, 3 could not evaluate."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from alerts.profiles import PROFILES, get_profile
+from checker.api import RunMeta, TopologyMeta, discover, evaluate
+from checker.report import write_reports
+from soakcore.errors import UsageError, run_cli
+from soakcore.services import start_prometheus
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def parse_time(text: str, now: float, flag: str) -> float:
+    """``30m`` (ago), an RFC3339 time, or unix seconds."""
+    if m := DURATION.match(text):
+        return now - float(m.group(1)) * UNITS[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a duration like 30m, an RFC3339 time or unix seconds") from None
+
+
+def judge(url: str, since: float, until: float, run_id: str | None, topology: str | None,
+          profile_name: str | None, out: Path, meta_extra: dict[str, object]) -> int:
+    found = discover(url, since, until, run_id, topology)
+    if not found:
+        print(f"soak-check: no soak run in the window (run_id={run_id}, topology={topology}): insufficient data",
+              file=sys.stderr)
+    verdicts = []
+    for rid, topo, prof in found:
+        profile = get_profile(profile_name or (prof if prof in PROFILES else "soak_smoke"))
+        verdicts.append(evaluate(url, since, until, run_id=rid, topology=topo, profile=profile,
+                                 explicit_profile=profile_name is not None))
+    profile = get_profile(profile_name or (found[0][2] if found and found[0][2] in PROFILES else "soak_smoke"))
+    metas = tuple(TopologyMeta(topology or "unknown", since, until, "unknown", ("no data in window",))
+                  for _ in [0] if not found)
+    meta = RunMeta(run_dir=meta_extra.get("run_dir"), profile=profile,  # type: ignore[arg-type]
+                   scenario=str(meta_extra.get("scenario", "unknown")), prometheus_url=url, topologies=metas,
+                   seed=meta_extra.get("seed"))  # type: ignore[arg-type]
+    code = write_reports(out, verdicts, meta)
+    if not found and profile.insufficient_data_fails:
+        code = 1
+    elif not found:
+        code = 0
+    doc = json.loads((out / "summary.json").read_text())
+    print(f"soak-check: {doc['overall_status'].upper()}: {out / 'summary.md'}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    def body() -> int:
+        p = _Parser(prog="soak-check", description="Judge a soak window from Prometheus.")
+        p.add_argument("--prometheus", help="Prometheus base URL")
+        p.add_argument("--since", help="30m | RFC3339 | unix seconds")
+        p.add_argument("--until", help="default: now")
+        p.add_argument("--run-id")
+        p.add_argument("--topology")
+        p.add_argument("--profile", choices=list(PROFILES))
+        p.add_argument("--out", type=Path, default=Path("."))
+        p.add_argument("--run-dir", type=Path, help="judge a finished run again from its saved TSDB")
+        a = p.parse_args(argv)
+        now = time.time()
+        if a.run_dir:
+            return judge_run_dir(a.run_dir, a.profile, a.out if a.out != Path(".") else a.run_dir)
+        if not a.prometheus or not a.since:
+            raise UsageError("--prometheus and --since are required (or --run-dir)")
+        since = parse_time(a.since, now, "--since")
+        until = parse_time(a.until, now, "--until") if a.until else now
+        if until <= since:
+            raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
+        return judge(a.prometheus, since, until, a.run_id, a.topology, a.profile, a.out, {})
+    run_cli("soak-check", body)
+
+
+def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
+    """Start a temporary Prometheus on a copy of the run's TSDB and judge the run again."""
+    try:
+        cfg = json.loads((run_dir / "run_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{run_dir / 'run_config.json'}: cannot read: {exc}") from exc
+    tsdb = run_dir / "prometheus"
+    if not tsdb.is_dir():
+        raise UsageError(f"{tsdb}: no saved TSDB in this run directory")
+    windows = cfg.get("windows") or {}
+    if not windows:
+        raise UsageError(f"{run_dir / 'run_config.json'}: windows: missing (the run did not finish a topology)")
+    with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp:
+        copy = Path(tmp) / "data"
+        shutil.copytree(tsdb, copy, ignore=shutil.ignore_patterns("lock"))
+        (Path(tmp) / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
+        with start_prometheus(Path(tmp) / "prometheus.yml", copy) as prom:
+            since = min(w[0] for w in windows.values())
+            until = max(w[1] for w in windows.values())
+            return judge(prom.url, since, until, cfg.get("run_id"), None, profile or cfg.get("profile"), out,
+                         {"run_dir": run_dir, "scenario": cfg.get("launch", {}).get("scenario", "unknown"),
+                          "seed": cfg.get("seed")})
+

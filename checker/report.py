@@ -1,0 +1,173 @@
+"""The run's verdict files: summary.json (every key of the old script's summary, plus
+per-gate results), summary.md, failures.md, timeline.csv, junit.xml and plots."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+from xml.etree import ElementTree as ET
+
+from checker.api import RunMeta, TopologyMeta, TopologyVerdict
+from checker.figures import TIMELINE_COLUMNS
+from checker.plots import plot_topology
+from soakcore.logs import tail
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str) -> dict[str, Any]:
+    gate_status = v.metric_gate_status if v else "insufficient_data"
+    failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
+    status = v.status if v else "failed"
+    if m is not None and m.process_status == "aborted":
+        status = "aborted"
+    return {
+        "topology": name, "status": status, "process_status": m.process_status if m else "unknown",
+        "started_at": iso(m.started_at if m else v and v.since), "ended_at": iso(m.ended_at if m else v and v.until),
+        "notes": list(m.notes) if m else [], "report_samples": (v.figures.get("report_samples", 0) if v else 0),
+        "chaos_events": m.chaos_events if m else 0,
+        "metric_gate": {"status": gate_status,
+                        "notes": [f"{g.alert} ({g.severity}): {g.status}" for g in failed]},
+        "metrics": dict(v.figures) if v else {},
+        "gates": {g.name: {"status": g.status, "severity": g.severity, "alert": g.alert, "value": g.value,
+                           "threshold": g.threshold, "query": g.query, "worst_node": g.worst_node,
+                           "first_failed_at": iso(g.first_failed_at)} for g in (v.gates if v else ())},
+        "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
+        "window": {"since": iso(v.since), "until": iso(v.until)} if v else None,
+    }
+
+
+def summary(verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> dict[str, Any]:
+    metas = {m.topology: m for m in meta.topologies}
+    names = list(dict.fromkeys([*metas, *(v.topology for v in verdicts)]))
+    by_name = {v.topology: v for v in verdicts}
+    tops = [_topology(by_name.get(n), metas.get(n), n) for n in names]
+    ok = [t for t in tops if t["status"] == "ok"]
+    overall = "aborted" if meta.aborted else ("ok" if tops and len(ok) == len(tops) else "failed")
+    th = dict(meta.profile.thresholds)
+    return {
+        "generated_at_utc": iso(time.time()), "run_dir": str(meta.run_dir) if meta.run_dir else None,
+        "profile": meta.profile.name, "scenario": meta.scenario, "chaos_plan": meta.chaos_plan,
+        "chaos_continuous": meta.chaos_continuous, "duration_secs_per_topology": meta.duration_secs,
+        "thresholds": {"max_stall_secs": th.get("max_stall_secs"), "max_lag_p95": th.get("max_lag_p95"),
+                       "max_distfs_failure_ratio": th.get("max_distfs_failure_ratio"), **th},
+        "artifacts": {"summary_md": "summary.md", "timeline_csv": "timeline.csv", "junit_xml": "junit.xml",
+                      "chaos_events_log": "chaos_events.log", "alerts_log": "alerts.log", "prometheus_tsdb": "prometheus",
+                      "failures_md": "failures.md" if overall != "ok" else None,
+                      "plots": [f"plots/{n}.png" for n in by_name]},
+        "totals": {"topology_count": len(tops), "topology_ok_count": len(ok),
+                   "topology_failed_count": len(tops) - len(ok),
+                   "report_samples_total": sum(t["report_samples"] for t in tops),
+                   "chaos_events_total": sum(t["chaos_events"] for t in tops),
+                   "alerts_fired_total": sum(len(t["alerts_fired"]) for t in tops)},
+        "gate_failures": [{"topology": t["topology"], "reason": note} for t in tops
+                          if t["status"] != "ok" for note in (t["metric_gate"]["notes"] or [t["process_status"]])],
+        "topologies": tops, "overall_status": overall,
+        "provenance": {"seed": meta.seed, "chaos_plan": meta.chaos_plan, "profile": meta.profile.name,
+                       "version": _version(), "prometheus_url": meta.prometheus_url,
+                       "queries": sum(v.queries for v in verdicts)},
+    }
+
+
+def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> int:
+    """Write every output file; return the exit code (0 pass, 1 failed or aborted)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = summary(verdicts, meta)
+    for v in verdicts:
+        plot_topology(v, out_dir / "plots" / f"{v.topology}.png")
+    (out_dir / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    (out_dir / "summary.md").write_text(_markdown(doc))
+    _timeline(out_dir / "timeline.csv", verdicts)
+    _junit(out_dir / "junit.xml", doc)
+    if doc["overall_status"] != "ok":
+        (out_dir / "failures.md").write_text(_failures(doc, meta))
+    return 0 if doc["overall_status"] == "ok" else 1
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# Soak verdict: **{doc['overall_status'].upper()}**", "",
+             f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir']}`", ""]
+    for t in doc["topologies"]:
+        lines += [f"## {t['topology']}: {t['status'].upper()} (gates: {t['metric_gate']['status']}, "
+                  f"process: {t['process_status']})", "",
+                  f"{t['started_at']} .. {t['ended_at']}; {t['report_samples']} reports, {t['chaos_events']} chaos events",
+                  "", "| gate | severity | status | value | threshold | worst node |", "|---|---|---|---|---|---|"]
+        for name, g in t["gates"].items():
+            mark = {"pass": "pass", "fail": "**FAIL**", "insufficient_data": "_insufficient data_"}[g["status"]]
+            lines.append(f"| {g['alert']} | {g['severity']} | {mark} | {_fmt(g['value'])} | {_fmt(g['threshold'])} "
+                         f"| {g['worst_node'] or '-'} |")
+        if t["alerts_fired"]:
+            lines += ["", "Alerts fired: " + ", ".join(sorted({a.get('alertname', '?') for a in t["alerts_fired"]}))]
+        for d in t["disagreements"]:
+            lines.append(f"- disagreement: {d}")
+        for n in t["notes"]:
+            lines.append(f"- note: {n}")
+        lines += ["", f"![{t['topology']}](plots/{t['topology']}.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _failures(doc: dict[str, Any], meta: RunMeta) -> str:
+    chaos = (meta.run_dir / "chaos_events.log").read_text().splitlines()[1:] if meta.run_dir and \
+        (meta.run_dir / "chaos_events.log").exists() else []
+    lines = ["# Failures", ""]
+    for t in doc["topologies"]:
+        for name, g in t["gates"].items():
+            if g["status"] == "pass" or (g["severity"] != "critical"):
+                continue
+            lines += [f"## {t['topology']}: {g['alert']} — {g['status']}", "",
+                      f"- when: {g['first_failed_at'] or 'n/a'}; worst node: {g['worst_node'] or '-'}; "
+                      f"value {_fmt(g['value'])} vs threshold {_fmt(g['threshold'])}", "",
+                      "Reproduce:", "```promql", g["query"], "```"]
+            near = [c for c in chaos if f"|{t['topology']}|" in c]
+            if near:
+                lines += ["Chaos events of this topology:", "```", *near[-10:], "```"]
+            node = g["worst_node"]
+            if meta.run_dir and node:
+                err = tail(meta.run_dir / t["topology"] / "nodes" / node / "stderr.log", 1500)
+                lines += [f"Tail of {node}/stderr.log:", "```", err or "(empty)", "```"]
+            lines.append("")
+        if t["status"] != "ok" and not any(g["status"] != "pass" for g in t["gates"].values()):
+            lines += [f"## {t['topology']}: {t['status']} (process {t['process_status']})", *t["notes"], ""]
+    return "\n".join(lines) + "\n"
+
+
+def _timeline(path: Path, verdicts: Sequence[TopologyVerdict]) -> None:
+    rows = sorted((r for v in verdicts for r in v.timeline), key=lambda r: (r["observed_at_unix_ms"] or 0, r["topology"], r["node"]))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=TIMELINE_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _junit(path: Path, doc: dict[str, Any]) -> None:
+    suites = ET.Element("testsuites", name="soak")
+    for t in doc["topologies"]:
+        gates = t["gates"]
+        suite = ET.SubElement(suites, "testsuite", name=t["topology"], tests=str(len(gates)),
+                              failures=str(sum(g["status"] == "fail" for g in gates.values())),
+                              skipped=str(sum(g["status"] == "insufficient_data" for g in gates.values())))
+        for name, g in gates.items():
+            case = ET.SubElement(suite, "testcase", classname=f"soak.{t['topology']}", name=name)
+            if g["status"] == "fail":
+                ET.SubElement(case, "failure", message=f"{_fmt(g['value'])} > {_fmt(g['threshold'])}").text = g["query"]
+            elif g["status"] == "insufficient_data":
+                ET.SubElement(case, "skipped", message="insufficient data")
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

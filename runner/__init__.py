@@ -1,0 +1,1 @@
+"""soak-run: launches a topology, applies chaos, runs the observing stack, judges."""

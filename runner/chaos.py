@@ -1,0 +1,156 @@
+"""Applies chaos events without blocking metric collection: one thread per event, each
+fault verified when applied and always healed (at its end, and on interrupt)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from runner import netcut
+from runner.nodes import NodeProc, wait_for
+from runner.plan import ChaosEvent
+
+LOG_HEADER = "timestamp|topology|event_id|phase|action|node|detail\n"
+PRESSURE_FILE = "challenge_pressure.json"
+PRESSURE_CHECKS_PER_TICK = 8  # storage challenges per tick while challenge_pressure is in effect
+
+
+class ChaosLog:
+    def __init__(self, path: Path) -> None:
+        self.path, self._lock = path, threading.Lock()
+        if not path.exists():
+            path.write_text(LOG_HEADER)
+
+    def write(self, topology: str, ev: ChaosEvent, phase: str, detail: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = "|".join([stamp, topology, ev.id, phase, ev.action, ev.node, detail.replace("|", "/").replace("\n", " ")])
+        with self._lock, open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+
+@dataclass
+class ChaosEngine:
+    topology: str
+    nodes: dict[str, NodeProc]
+    log: ChaosLog
+    publish: Callable[[], None]          # rewrite run-state
+    tag: str                             # nftables table tag, unique per run+topology
+    active: set[tuple[str, str]] = field(default_factory=set)
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _tables: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def launch(self, ev: ChaosEvent) -> None:
+        t = threading.Thread(target=self._run, args=(ev,), name=f"chaos-{ev.id}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _run(self, ev: ChaosEvent) -> None:
+        self.log.write(self.topology, ev, "start", f"down_secs={ev.down_secs:g} duration_secs={ev.duration_secs:g}")
+        self._set_active(ev, True)
+        try:
+            detail = getattr(self, f"_do_{ev.action}")(ev)
+            phase = "skipped" if detail.startswith("skipped:") else "completed"
+        except Exception as exc:  # noqa: BLE001 - a failed fault is logged, never fatal
+            phase, detail = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._set_active(ev, False)
+        with self._lock:
+            key = (ev.node, ev.action, phase)
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.log.write(self.topology, ev, phase, detail.removeprefix("skipped: "))
+        self.publish()
+
+    def _set_active(self, ev: ChaosEvent, on: bool) -> None:
+        with self._lock:
+            (self.active.add if on else self.active.discard)((ev.node, ev.action))
+        self.publish()
+
+    def _hold(self, secs: float) -> None:
+        self.stop.wait(secs)  # an interrupt ends the fault early, then it is healed
+
+    def _bounce(self, ev: ChaosEvent, sig: signal.Signals) -> str:
+        node = self.nodes[ev.node]
+        old = node.pid
+        code = node.stop(sig)
+        if old is not None and wait_for(lambda: not _alive(old), 2.0) is False:
+            raise RuntimeError(f"pid {old} still alive after {sig.name}")
+        self._hold(ev.down_secs)
+        if self.stop.is_set():
+            return f"exit={code}; not relaunched (run stopping)"
+        node.restarts["chaos"] += 1
+        node.start()
+        if not wait_for(lambda: node.pid is not None, 5.0):
+            raise RuntimeError("relaunched process is not running")
+        return f"pid {old} exit={code} -> pid {node.pid}"
+
+    def _do_restart(self, ev: ChaosEvent) -> str:
+        return self._bounce(ev, signal.SIGTERM)
+
+    def _do_kill(self, ev: ChaosEvent) -> str:
+        return self._bounce(ev, signal.SIGKILL)
+
+    def _do_pause(self, ev: ChaosEvent) -> str:
+        node = self.nodes[ev.node]
+        if not node.send(signal.SIGSTOP):
+            raise RuntimeError("process not running")
+        try:
+            if not wait_for(lambda: node.status() == "stopped", 2.0):
+                raise RuntimeError(f"process not stopped (status {node.status()})")
+            self._hold(ev.duration_secs)
+        finally:
+            node.send(signal.SIGCONT)
+        return f"pid {node.pid} stopped {ev.duration_secs:g}s and continued"
+
+    def _do_disconnect(self, ev: ChaosEvent) -> str:
+        why = netcut.available()
+        if why:
+            return f"skipped: {why}"
+        spec = self.nodes[ev.node].spec
+        table = netcut.cut(f"{self.tag}_{ev.id}".replace("-", "_").replace(".", "_"), spec.gossip_ports)
+        self._tables.add(table)
+        try:
+            if not netcut.probe_blocked("127.0.0.1", spec.gossip_ports[0]):
+                raise RuntimeError("traffic still flows after the cut")
+            self._hold(ev.duration_secs)
+        finally:
+            netcut.heal(table)
+            self._tables.discard(table)
+        return f"udp ports {','.join(map(str, spec.gossip_ports))} cut {ev.duration_secs:g}s and healed"
+
+    def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
+        path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE
+        until_ms = int((time.time() + ev.duration_secs) * 1000)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"until_unix_ms": until_ms, "challenges_per_tick": PRESSURE_CHECKS_PER_TICK}))
+        os.replace(tmp, path)
+        try:
+            self._hold(ev.duration_secs)
+        finally:
+            path.unlink(missing_ok=True)
+        return f"{PRESSURE_CHECKS_PER_TICK} challenges/tick for {ev.duration_secs:g}s"
+
+    def heal_all(self, timeout: float = 15.0) -> None:
+        """End every fault now: wake the event threads (they heal in finally) and wait."""
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        for table in list(self._tables):
+            netcut.heal(table)
+        for node in self.nodes.values():
+            node.send(signal.SIGCONT)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

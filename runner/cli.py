@@ -1,0 +1,140 @@
+"""``soak-run`` (and scripts/p2p-longrun-soak.sh): every flag of the old script, plus ours."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from alerts.profiles import PROFILES, TOPOLOGIES, get_profile
+from runner.config import RunConfig
+from runner.plan import Continuous, load_plan
+from runner.topology import TOPOLOGY_NODES, LaunchSettings
+from soakcore.errors import UsageError, run_cli
+from soakcore.ids import validate_name
+from soakcore.runstate import CHAOS_ACTIONS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, through run_cli
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="soak-run", description="Run an Agent World soak: nodes, chaos, Prometheus, verdict.")
+    a = p.add_argument
+    a("--profile", default="soak_smoke", choices=list(PROFILES))
+    a("--duration-secs", type=float, help="per topology (default: the profile's)")
+    a("--topologies", help="comma list (default: the profile's)")
+    a("--topology", help="a single topology (same as --topologies T)")
+    a("--scenario", default="triad_p2p_bootstrap")
+    a("--base-port", type=int, default=5610)
+    a("--bind-host", default="127.0.0.1")
+    a("--out-dir", type=Path, default=Path(".tmp/p2p_longrun"))
+    a("--startup-timeout-secs", type=float, default=20)
+    a("--poll-interval-secs", type=float, default=2, help="scrape, rule evaluation and progress interval")
+    a("--tick-ms", type=int, default=200, help="node tick (--node-tick-ms)")
+    a("--epoch-secs", type=float, default=10, help="reward epoch passed to nodes (reports arrive this often)")
+    a("--node-bin", help="real world_viewer_live binary instead of the simulator")
+    a("--node-arg", action="append", default=[], metavar="NODE=ARG", help="extra argv for one node (repeatable)")
+    a("--status-endpoints", action="store_true", help="simulator serves G2 /v1/chain/status; exporter polls it")
+    a("--seed", type=int, default=None, help="seed of nodes and continuous chaos (default: from the clock)")
+    a("--enable-chaos", action="store_true", help="inject chaos: the plan, or continuous chaos without one")
+    a("--chaos-plan", type=Path)
+    a("--chaos-continuous-enable", action="store_true")
+    a("--chaos-continuous-interval-secs", type=float, default=30)
+    a("--chaos-continuous-start-sec", type=float, default=30)
+    a("--chaos-continuous-max-events", type=int, default=0)
+    a("--chaos-continuous-actions", default="restart,pause")
+    a("--chaos-continuous-seed", type=int)
+    a("--chaos-continuous-restart-down-secs", type=float, default=1)
+    a("--chaos-continuous-pause-duration-secs", type=float, default=2)
+    a("--max-stall-secs", type=float)
+    a("--max-lag-p95", type=float)
+    a("--max-distfs-failure-ratio", type=float)
+    a("--threshold", action="append", default=[], metavar="KEY=VALUE", help="override any profile threshold")
+    a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
+    a("--prometheus-url")
+    a("--alertmanager-url")
+    a("--fail-fast", action="store_true")
+    a("--abort-on-fail", action="store_true", help="stop when a critical gate fires (after warm-up)")
+    a("--on-crash", choices=("restart", "stop"), default="restart")
+    return p
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{name}: must be positive, got {value:g}")
+
+
+def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
+    now = time.time() if now is None else now
+    profile = get_profile(a.profile)
+    overrides: dict[str, float | None] = {"max_stall_secs": a.max_stall_secs, "max_lag_p95": a.max_lag_p95,
+                                          "max_distfs_failure_ratio": a.max_distfs_failure_ratio}
+    for item in a.threshold:
+        key, sep, value = item.partition("=")
+        try:
+            overrides[key] = float(value) if sep else None
+        except ValueError:
+            raise UsageError(f"--threshold {item}: expected KEY=NUMBER") from None
+    profile = profile.with_overrides(overrides)
+    topologies = tuple((a.topology or a.topologies or ",".join(profile.topologies)).split(","))
+    for t in topologies:
+        if t not in TOPOLOGIES:
+            raise UsageError(f"--topologies: unknown topology {t!r}; known: {', '.join(TOPOLOGIES)}")
+    for name in ("duration_secs", "startup_timeout_secs", "poll_interval_secs", "epoch_secs",
+                 "chaos_continuous_interval_secs"):
+        _positive("--" + name.replace("_", "-"), getattr(a, name))
+    _positive("--tick-ms", a.tick_ms)
+    if not 1024 <= a.base_port <= 65000:
+        raise UsageError(f"--base-port: expected 1024..65000, got {a.base_port}")
+    if a.node_bin and not Path(a.node_bin).is_file():
+        raise UsageError(f"--node-bin {a.node_bin}: not a file")
+    extra: dict[str, list[str]] = {}
+    for item in a.node_arg:
+        node, sep, arg = item.partition("=")
+        if not sep:
+            raise UsageError(f"--node-arg {item!r}: expected NODE=ARG")
+        extra.setdefault(validate_name("node", node), []).append(arg)
+    seed = a.seed if a.seed is not None else int(now) % 100000
+    events = load_plan(a.chaos_plan, TOPOLOGY_NODES) if a.chaos_plan else ()
+    continuous = None
+    if a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan):
+        actions = tuple(a.chaos_continuous_actions.split(","))
+        bad = [x for x in actions if x not in CHAOS_ACTIONS]
+        if bad:
+            raise UsageError(f"--chaos-continuous-actions: unknown action {bad[0]!r}; known: {', '.join(CHAOS_ACTIONS)}")
+        continuous = Continuous(a.chaos_continuous_interval_secs, a.chaos_continuous_start_sec,
+                                a.chaos_continuous_max_events, actions,
+                                a.chaos_continuous_seed if a.chaos_continuous_seed is not None else seed,
+                                a.chaos_continuous_restart_down_secs, a.chaos_continuous_pause_duration_secs)
+    run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return RunConfig(
+        run_id=run_id, run_dir=a.out_dir.resolve() / run_id, profile=profile,
+        duration_secs=a.duration_secs or profile.duration_secs, topologies=topologies,
+        launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
+                              a.status_endpoints, {k: tuple(v) for k, v in extra.items()}),
+        interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
+        chaos_plan=a.chaos_plan, plan_events=events, continuous=continuous,
+        prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
+        abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm)
+
+
+def main(argv: list[str] | None = None) -> None:
+    def body() -> int:
+        from runner.soak import run
+        cfg = resolve(build_parser().parse_args(argv))
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            print(f"\nsoak-run: {signal.Signals(signum).name}: healing chaos, stopping nodes, judging what was "
+                  "collected", file=sys.stderr)
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        return run(cfg, stop)
+    run_cli("soak-run", body)

@@ -1,0 +1,72 @@
+"""A real network cut on one machine: nftables rules drop a node's loopback UDP traffic.
+
+As root, a table ``inet soak_<tag>`` with an output-hook chain drops UDP whose source or
+destination port is one of the node's gossip ports; senders then get EPERM (the process
+keeps running). Deleting the table heals. Without root (or nft) the cut is refused, and
+the event is logged as skipped: ``disconnect`` is never silently turned into a pause.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+
+from soakcore.errors import SoakError
+
+TABLE_PREFIX = "soak_"
+
+
+class NetCutError(SoakError):
+    pass
+
+
+def available() -> str | None:
+    """None when cuts can be made here, else why not."""
+    if os.geteuid() != 0:
+        return "disconnect needs root for nftables (no relay fallback built yet)"
+    if not shutil.which("nft"):
+        return "nft not found: apt-get install nftables"
+    return None
+
+
+def _nft(*args: str) -> None:
+    res = subprocess.run(["nft", *args], capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        raise NetCutError(f"nft {' '.join(args)}: {res.stderr.strip()}")
+
+
+def cut(tag: str, ports: tuple[int, ...]) -> str:
+    table = TABLE_PREFIX + tag
+    port_set = "{ " + ", ".join(str(p) for p in ports) + " }"
+    _nft("add", "table", "inet", table)
+    _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
+    _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "dport", port_set, "drop")
+    _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", port_set, "drop")
+    return table
+
+
+def heal(table: str) -> None:
+    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
+
+
+def heal_stale(prefix: str) -> None:
+    """Delete tables a previous (killed) run left behind: cleanup runs first and last."""
+    if available():
+        return
+    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10)
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "inet" and parts[2].startswith(TABLE_PREFIX + prefix):
+            heal(parts[2])
+
+
+def probe_blocked(host: str, port: int) -> bool:
+    """True when a UDP send to ``port`` is refused by the cut (EPERM)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(b"soak-probe", (host, port))
+        except OSError as exc:
+            return exc.errno == errno.EPERM
+    return False

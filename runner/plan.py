@@ -1,0 +1,124 @@
+"""Chaos plans: a file (the old JSON format, or YAML) validated whole before anything runs,
+and continuous chaos that picks the same node/action sequence as the old script per seed."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from soakcore.errors import InputError
+from soakcore.ids import validate_name
+from soakcore.runstate import CHAOS_ACTIONS
+
+MINSTD_MODULUS = 2**31 - 1
+MINSTD_MULTIPLIER = 48271
+TOPOLOGY_SEED_STRIDE = 104729
+
+
+@dataclass(frozen=True)
+class ChaosEvent:
+    id: str
+    at_sec: float
+    topology: str      # a topology name or "all"
+    node: str
+    action: str
+    down_secs: float = 0.0
+    duration_secs: float = 0.0
+
+    def applies_to(self, topology: str) -> bool:
+        return self.topology in ("all", topology)
+
+
+def _number(raw: dict[str, Any], key: str, path: Path, where: str, default: float | None = None) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InputError(path, f"{where}.{key}", f"expected a non-negative number, got {value!r}")
+    return float(value)
+
+
+def parse_event(raw: Any, path: Path, i: int, topologies: dict[str, tuple[str, ...]]) -> ChaosEvent:
+    where = f"events[{i}]"
+    if not isinstance(raw, dict):
+        raise InputError(path, where, "expected an object")
+    unknown = set(raw) - {"id", "at_sec", "topology", "node", "action", "down_secs", "duration_secs"}
+    if unknown:
+        raise InputError(path, f"{where}.{sorted(unknown)[0]}", "unknown field")
+    action = raw.get("action")
+    if action not in CHAOS_ACTIONS:
+        raise InputError(path, f"{where}.action", f"expected one of {', '.join(CHAOS_ACTIONS)}, got {action!r}")
+    topology = raw.get("topology", "all")
+    if topology != "all" and topology not in topologies:
+        raise InputError(path, f"{where}.topology", f"expected 'all' or one of {', '.join(topologies)}, got {topology!r}")
+    node = raw.get("node")
+    nodes = {n for t, ns in topologies.items() if topology in ("all", t) for n in ns}
+    if node not in nodes:
+        raise InputError(path, f"{where}.node", f"expected one of {', '.join(sorted(nodes))}, got {node!r}")
+    event = ChaosEvent(validate_name("event id", raw.get("id", f"ev-{i:03d}")), _number(raw, "at_sec", path, where),
+                       topology, node, action, _number(raw, "down_secs", path, where, 0.0),
+                       _number(raw, "duration_secs", path, where, 0.0))
+    if action in ("pause", "disconnect", "challenge_pressure") and event.duration_secs <= 0:
+        raise InputError(path, f"{where}.duration_secs", f"{action} needs a positive duration")
+    return event
+
+
+def load_plan(path: Path, topologies: dict[str, tuple[str, ...]]) -> tuple[ChaosEvent, ...]:
+    """Load and validate a whole plan; ``topologies`` maps each topology to its node labels."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(path, "<file>", f"cannot read: {exc.strerror}") from exc
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InputError(path, "<file>", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+        raise InputError(path, "events", "expected an object with an 'events' list")
+    events = tuple(parse_event(raw, path, i, topologies) for i, raw in enumerate(doc["events"]))
+    ids = [e.id for e in events]
+    dup = next((x for x in ids if ids.count(x) > 1), None)
+    if dup:
+        raise InputError(path, "events[].id", f"duplicate id {dup!r}")
+    return tuple(sorted(events, key=lambda e: (e.at_sec, e.id)))
+
+
+class Minstd:
+    """Park-Miller minimal standard generator, as the old script used it."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed % MINSTD_MODULUS or 1
+
+    def next(self) -> int:
+        self.state = self.state * MINSTD_MULTIPLIER % MINSTD_MODULUS
+        return self.state
+
+    def pick(self, items: tuple[str, ...]) -> str:
+        return items[self.next() % len(items)]
+
+
+@dataclass(frozen=True)
+class Continuous:
+    interval_secs: float = 30
+    start_sec: float = 30
+    max_events: int = 0          # 0 = as many as fit in the duration
+    actions: tuple[str, ...] = ("restart", "pause")
+    seed: int = 0
+    restart_down_secs: float = 1
+    pause_duration_secs: float = 2
+
+
+def continuous_events(cfg: Continuous, topology: str, index: int, nodes: tuple[str, ...],
+                      duration_secs: float) -> tuple[ChaosEvent, ...]:
+    """Node first, then action, from a per-topology MINSTD stream (seed + (index+1)*104729)."""
+    rng = Minstd(cfg.seed + (index + 1) * TOPOLOGY_SEED_STRIDE)
+    events, at = [], cfg.start_sec
+    while at < duration_secs and (cfg.max_events == 0 or len(events) < cfg.max_events):
+        node, action = rng.pick(nodes), rng.pick(cfg.actions)
+        down = cfg.restart_down_secs if action in ("restart", "kill") else 0.0
+        dur = cfg.pause_duration_secs if action not in ("restart", "kill") else 0.0
+        events.append(ChaosEvent(f"cc-{index}-{len(events):03d}", at, topology, node, action, down, dur))
+        at += cfg.interval_secs
+    return tuple(events)

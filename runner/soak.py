@@ -1,0 +1,186 @@
+"""The stages of a soak, each a function: setup, start, perturb+wait, judge, cleanup.
+
+Cleanup is idempotent and runs first (stale network cuts) and last (always, on interrupt
+too). Nothing in the run directory is ever deleted.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate
+from checker.report import write_reports
+from runner import netcut
+from runner.chaos import ChaosEngine, ChaosLog
+from runner.config import RunConfig
+from runner.nodes import NodeProc
+from runner.plan import ChaosEvent, continuous_events
+from runner.progress import Progress
+from runner.stack import REPO, Stack
+from runner.topology import TOPOLOGY_NODES, build_topology
+from soakcore.errors import SoakError
+from soakcore.logs import tail
+from soakcore.runstate import ChaosActive, ChaosCount, NodeState, RunState, write_run_state
+
+
+class Topology:
+    """One topology's nodes, chaos engine and run-state publication."""
+
+    def __init__(self, cfg: RunConfig, index: int, name: str, chaos_log: ChaosLog) -> None:
+        self.cfg, self.index, self.name = cfg, index, name
+        self.dir = cfg.run_dir / name
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        self.nodes = {s.node: NodeProc(s, env) for s in build_topology(name, index, cfg.run_id, self.dir, cfg.launch)}
+        self.state_path = self.dir / "run_state.json"
+        self._lock = threading.Lock()
+        self.chaos = ChaosEngine(name, self.nodes, chaos_log, self.publish, f"{cfg.run_id[-6:]}_{index}")
+        self.notes: list[str] = []
+        self.events = self._events()
+
+    def _events(self) -> tuple[ChaosEvent, ...]:
+        planned = tuple(e for e in self.cfg.plan_events if e.applies_to(self.name))
+        if self.cfg.continuous is None:
+            return planned
+        cont = continuous_events(self.cfg.continuous, self.name, self.index, TOPOLOGY_NODES[self.name],
+                                 self.cfg.duration_secs)
+        return tuple(sorted(planned + cont, key=lambda e: e.at_sec))
+
+    def publish(self) -> None:
+        with self._lock, self.chaos._lock:
+            state = RunState(
+                run_id=self.cfg.run_id, topology=self.name, profile=self.cfg.profile.name,
+                scenario=self.cfg.launch.scenario, thresholds=dict(self.cfg.profile.thresholds),
+                nodes=tuple(NodeState(n.spec.node, n.spec.role, n.spec.node_id, str(n.spec.report_dir),
+                                      str(n.spec.work_dir), n.pid, n.spec.status_url, dict(n.restarts))
+                            for n in self.nodes.values()),
+                chaos_active=tuple(ChaosActive(node, action) for node, action in sorted(self.chaos.active)),
+                chaos_events=tuple(ChaosCount(n, a, p, c) for (n, a, p), c in sorted(self.chaos.counts.items())))
+            write_run_state(self.state_path, state)
+
+    def supervise(self) -> bool:
+        """Handle nodes that exited outside chaos; False when the topology must stop."""
+        for node in self.nodes.values():
+            code = node.exited_unexpectedly()
+            if code is None:
+                continue
+            note = f"{node.spec.node} crashed with exit code {code}: {tail(node.spec.log_dir / 'stderr.log', 400)}"
+            self.notes.append(note)
+            print(f"soak-run: {self.name}: {note}", file=sys.stderr)
+            node.restarts["crash"] += 1
+            if self.cfg.on_crash == "stop":
+                node.intended_down = True
+                self.publish()
+                return False
+            node.start()
+            self.publish()
+        return True
+
+
+def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: threading.Event,
+                 chaos_log: ChaosLog) -> tuple[TopologyVerdict | None, TopologyMeta]:
+    topo = Topology(cfg, index, name, chaos_log)
+    started = time.time()
+    process_status, t0 = "ok", started
+    try:
+        topo.publish()
+        stack.start_exporter(topo.state_path, topo.dir / "exporter.log")
+        for node in topo.nodes.values():
+            node.start()
+        topo.publish()
+        if cfg.prewarm:
+            _wait_first_reports(topo, cfg.startup_timeout_secs, stop)
+        stack.wait_queryable(cfg.run_id, name, cfg.startup_timeout_secs + 10)
+        t0 = time.time()
+        process_status = _perturb_and_wait(cfg, stack, topo, t0, stop)
+    finally:
+        topo.chaos.heal_all()
+        if not stop.is_set():
+            time.sleep(2 * cfg.interval_s)  # let Prometheus scrape the last state
+        ended = time.time()
+        for node in topo.nodes.values():
+            node.stop()
+        topo.publish()
+    crashes = sum(n.restarts["crash"] for n in topo.nodes.values())
+    meta = TopologyMeta(name, started, ended, "aborted" if stop.is_set() else process_status,
+                        tuple(topo.notes), sum(topo.chaos.counts.values()), crashes)
+    verdict = evaluate(stack.prometheus_url or "", t0, ended, run_id=cfg.run_id, topology=name,
+                       profile=cfg.profile)
+    return verdict, meta
+
+
+def _wait_first_reports(topo: Topology, timeout: float, stop: threading.Event) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        if all(any(n.spec.report_dir.glob("epoch-*.json")) for n in topo.nodes.values()):
+            return
+        topo.supervise()
+        stop.wait(0.2)
+    topo.notes.append(f"prewarm: not every node wrote a report within {timeout:g}s")
+
+
+def _perturb_and_wait(cfg: RunConfig, stack: Stack, topo: Topology, t0: float, stop: threading.Event) -> str:
+    pending = list(topo.events)
+    progress = Progress(cfg, topo.name, stack, t0)
+    next_sample = 0.0
+    while not stop.is_set():
+        elapsed = time.time() - t0
+        if elapsed >= cfg.duration_secs:
+            return "ok"
+        while pending and pending[0].at_sec <= elapsed:
+            topo.chaos.launch(pending.pop(0))
+        if not topo.supervise():
+            return "crashed"
+        if time.monotonic() >= next_sample:
+            next_sample = time.monotonic() + cfg.interval_s
+            for node in topo.nodes.values():
+                node.sample_rss(time.time())
+            firing = progress.update(topo.nodes, topo.chaos.active)
+            if cfg.abort_on_fail and firing and elapsed > cfg.profile.thresholds.get("warmup_secs", 0):
+                topo.notes.append(f"aborted early: critical alert firing: {', '.join(firing)}")
+                return "failed_early"
+        stop.wait(0.2)
+    return "aborted"
+
+
+def run(cfg: RunConfig, stop: threading.Event) -> int:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save()
+    netcut.heal_stale("")
+    chaos_log = ChaosLog(cfg.run_dir / "chaos_events.log")
+    stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url)
+    verdicts: list[TopologyVerdict] = []
+    metas: list[TopologyMeta] = []
+    windows: dict[str, tuple[float, float]] = {}
+    try:
+        stack.start()
+        print(f"soak-run: run {cfg.run_id} in {cfg.run_dir}; Prometheus {stack.prometheus_url}", file=sys.stderr)
+        for index, name in enumerate(cfg.topologies):
+            if stop.is_set():
+                break
+            try:
+                verdict, meta = run_topology(cfg, stack, index, name, stop, chaos_log)
+            except SoakError as exc:  # this topology could not run or be judged; the others still do
+                print(f"soak-run: {name}: {exc}", file=sys.stderr)
+                verdict, meta = None, TopologyMeta(name, time.time(), time.time(), "error", (str(exc),))
+            metas.append(meta)
+            windows[name] = (verdict.since, verdict.until) if verdict else (meta.started_at, meta.ended_at)
+            cfg.save({"windows": windows})
+            if verdict is not None:
+                verdicts.append(verdict)
+            if cfg.fail_fast and (verdict is None or verdict.status != "ok"):
+                break
+    finally:
+        stack.stop()
+        netcut.heal_stale("")
+    meta = RunMeta(run_dir=cfg.run_dir, profile=cfg.profile, scenario=cfg.launch.scenario,
+                   chaos_plan=str(cfg.chaos_plan) if cfg.chaos_plan else None,
+                   chaos_continuous=cfg.to_json()["continuous"] or {}, seed=cfg.launch.seed,
+                   duration_secs=cfg.duration_secs, topologies=tuple(metas), aborted=stop.is_set(),
+                   prometheus_url=stack.prometheus_url)
+    code = write_reports(cfg.run_dir, verdicts, meta)
+    status = "aborted" if stop.is_set() else ("ok" if code == 0 else "failed")
+    print(f"soak-run: verdict {status.upper()}: summary {cfg.run_dir / 'summary.md'}")
+    return code if not stop.is_set() else 1

@@ -1,0 +1,100 @@
+"""The run's observing stack: exporter, Prometheus, Alertmanager and the alert webhook,
+all on free 127.0.0.1 ports with their data inside the run directory."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from alerts.generate import render_alertmanager_config
+from soakcore.errors import EvaluationError
+from soakcore.services import (LOCALHOST, AlertWebhook, Service, free_port, http_get_json, start_alertmanager,
+                               start_prometheus, wait_http_ok)
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "prometheus" / "prometheus.yml.tmpl"
+RULES = REPO / "alerts" / "rules.yml"
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    interval_s: float
+    prometheus_url: str | None = None      # given: use an existing Prometheus
+    alertmanager_url: str | None = None
+    exporter_port: int = field(default_factory=free_port)
+    services: list[Service] = field(default_factory=list)
+    webhook: AlertWebhook | None = None
+    exporter: subprocess.Popen[bytes] | None = None
+
+    @property
+    def exporter_target(self) -> str:
+        return f"{LOCALHOST}:{self.exporter_port}"
+
+    def start(self) -> None:
+        if self.alertmanager_url is None:
+            self.webhook = AlertWebhook(self.run_dir / "alerts.log").start()
+            am_dir = self.run_dir / "alertmanager"
+            am_dir.mkdir(exist_ok=True)
+            (am_dir / "alertmanager.yml").write_text(render_alertmanager_config(self.webhook.url))
+            am = start_alertmanager(am_dir / "alertmanager.yml", am_dir / "data")
+            self.services.append(am)
+            self.alertmanager_url = am.url
+        if self.prometheus_url is None:
+            shutil.copy(RULES, self.run_dir / "rules.yml")
+            config = Template(TEMPLATE.read_text()).substitute(
+                interval=f"{self.interval_s:g}s", rules_file=str(self.run_dir / "rules.yml"),
+                alertmanager=f"'{urllib.parse.urlparse(self.alertmanager_url).netloc}'", exporter=self.exporter_target)
+            (self.run_dir / "prometheus.yml").write_text(config)
+            prom = start_prometheus(self.run_dir / "prometheus.yml", self.run_dir / "prometheus")
+            self.services.append(prom)
+            self.prometheus_url = prom.url
+        else:
+            print(f"soak-run: using Prometheus at {self.prometheus_url}: add a scrape job named soak-exporter "
+                  f"for {self.exporter_target} and load {RULES}", file=sys.stderr)
+
+    def start_exporter(self, run_state: Path, log_path: Path) -> None:
+        self.stop_exporter()
+        argv = [sys.executable, "-m", "exporter", "--listen", self.exporter_target, "--run-state", str(run_state)]
+        with open(log_path, "ab") as log:
+            self.exporter = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+        wait_http_ok(f"http://{self.exporter_target}/metrics", 20.0, self.exporter)
+
+    def wait_queryable(self, run_id: str, topology: str, timeout: float) -> None:
+        """Until Prometheus answers with this topology's exporter series: data is really there."""
+        query = f'soak_run_info{{run_id="{run_id}",topology="{topology}"}}'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.query(query):
+                return
+            time.sleep(0.5)
+        raise EvaluationError(f"Prometheus at {self.prometheus_url} has no {query} after {timeout:.0f}s")
+
+    def query(self, promql: str) -> list[dict]:  # type: ignore[type-arg]
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            return list(http_get_json(url, timeout=3.0)["data"]["result"])
+        except (EvaluationError, KeyError, TypeError):
+            return []
+
+    def stop_exporter(self) -> None:
+        if self.exporter is not None and self.exporter.poll() is None:
+            self.exporter.terminate()
+            try:
+                self.exporter.wait(10)
+            except subprocess.TimeoutExpired:
+                self.exporter.kill()
+                self.exporter.wait()
+
+    def stop(self) -> None:
+        self.stop_exporter()
+        for service in reversed(self.services):
+            service.stop()
+        if self.webhook is not None:
+            self.webhook.stop()

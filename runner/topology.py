@@ -1,0 +1,80 @@
+"""Topologies as data: which node processes, their ports, directories and argv.
+
+Simulator by default; real ``world_viewer_live`` with ``--node-bin`` (same flags). No shell.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+TOPOLOGY_NODES: dict[str, tuple[str, ...]] = {
+    "triad": ("triad",),
+    "triad_distributed": ("sequencer", "storage", "observer"),
+}
+ROLES = ("sequencer", "storage", "observer")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    node: str            # runner label
+    role: str
+    node_id: str         # the node's own id (as it writes it in reports)
+    argv: tuple[str, ...]
+    work_dir: Path
+    report_dir: Path
+    log_dir: Path
+    gossip_ports: tuple[int, ...]  # UDP ports a network cut must drop
+    status_url: str | None
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    scenario: str
+    bind_host: str
+    base_port: int
+    tick_ms: int
+    epoch_secs: float
+    node_bin: str | None
+    seed: int
+    status_endpoints: bool
+    extra_args: dict[str, tuple[str, ...]]   # node label -> extra argv (e.g. fault switches)
+
+
+def _program(s: LaunchSettings) -> list[str]:
+    return [s.node_bin] if s.node_bin else [sys.executable, "-m", "simulator"]
+
+
+def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
+    base = s.base_port + 100 * index
+    common = [s.scenario, "--topology", name, "--no-llm", "--reward-runtime-enable",
+              "--reward-runtime-epoch-duration-secs", f"{s.epoch_secs:g}", "--node-tick-ms", str(s.tick_ms)]
+    if not s.node_bin:
+        common += ["--seed", str(s.seed + index)]
+    node_base = f"soak-{run_id}-{index}"
+    specs = []
+    if name == "triad":
+        ports = (base, base + 1, base + 2)
+        specs.append(_spec("triad", "sequencer", f"{node_base}-sequencer", topo_dir, s, common + [
+            "--node-id", node_base, "--bind", f"{s.bind_host}:{base}"], ports, base + 50))
+    else:
+        gossip = {role: base + 10 + i for i, role in enumerate(ROLES)}
+        peers = [a for role in ROLES for a in (f"--triad-{role}-gossip", f"{s.bind_host}:{gossip[role]}")]
+        for i, role in enumerate(ROLES):
+            specs.append(_spec(role, role, f"{node_base}-{role}", topo_dir, s, common + [
+                "--node-role", role, "--node-id", node_base, "--bind", f"{s.bind_host}:{gossip[role]}", *peers],
+                (gossip[role],), base + 60 + i))
+    return tuple(specs)
+
+
+def _spec(node: str, role: str, node_id: str, topo_dir: Path, s: LaunchSettings, args: list[str],
+          ports: tuple[int, ...], status_port: int) -> NodeSpec:
+    node_dir = topo_dir / "nodes" / node
+    report_dir = node_dir / "report"
+    argv = [*_program(s), *args, "--reward-runtime-report-dir", str(report_dir)]
+    status_url = None
+    if s.status_endpoints and not s.node_bin:
+        argv += ["--status-listen", f"{s.bind_host}:{status_port}"]
+        status_url = f"http://{s.bind_host}:{status_port}/v1/chain/status"
+    argv += list(s.extra_args.get(node, ()))
+    return NodeSpec(node, role, node_id, tuple(argv), node_dir / "work", report_dir, node_dir, ports, status_url)
