@@ -1,0 +1,1 @@
+"""Grafana dashboards of the soak stack, generated from code (see ``grafana.dashboards``)."""

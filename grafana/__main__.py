@@ -1,0 +1,22 @@
+"""``python3 -m grafana [--out DIR]``: regenerate the dashboard JSON (default grafana/dashboards/)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soakcore.errors import run_cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    def body() -> int:
+        from grafana.dashboards import OUT_DIR, write_all
+        p = argparse.ArgumentParser(prog="python3 -m grafana", description=__doc__)
+        p.add_argument("--out", type=Path, default=OUT_DIR, help="directory to write the JSON into")
+        for path in write_all(p.parse_args(argv).out):
+            print(path)
+        return 0
+    run_cli("grafana", body)
+
+
+if __name__ == "__main__":
+    main()
