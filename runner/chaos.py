@@ -80,7 +80,7 @@ class ChaosEngine:
         node = self.nodes[ev.node]
         old = node.pid
         code = node.stop(sig)
-        if old is not None and wait_for(lambda: not _alive(old), 2.0) is False:
+        if old is not None and wait_for(lambda: not netcut.pid_alive(old), 2.0) is False:
             raise RuntimeError(f"pid {old} still alive after {sig.name}")
         self._hold(ev.down_secs)
         if self.stop.is_set():
@@ -114,7 +114,7 @@ class ChaosEngine:
         if why:
             return f"skipped: {why}"
         spec = self.nodes[ev.node].spec
-        table = netcut.cut(f"{self.tag}_{ev.id}".replace("-", "_").replace(".", "_"), spec.gossip_ports)
+        table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports)
         self._tables.add(table)
         try:
             if not netcut.probe_blocked("127.0.0.1", spec.gossip_ports[0]):
@@ -146,11 +146,3 @@ class ChaosEngine:
             netcut.heal(table)
         for node in self.nodes.values():
             node.send(signal.SIGCONT)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

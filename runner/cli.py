@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--alertmanager-url")
     a("--fail-fast", action="store_true")
     a("--abort-on-fail", action="store_true", help="stop when a critical gate fires (after warm-up)")
-    a("--on-crash", choices=("restart", "stop"), default="restart")
+    a("--on-crash", choices=("restart", "leave", "stop"), default="restart",
+      help="a node that exits outside chaos: relaunch it, leave it down, or stop the topology")
     return p
 
 

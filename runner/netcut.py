@@ -51,15 +51,34 @@ def heal(table: str) -> None:
     subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
 
 
-def heal_stale(prefix: str) -> None:
-    """Delete tables a previous (killed) run left behind: cleanup runs first and last."""
+def table_tag(*parts: object) -> str:
+    """Tables are named soak_<runner pid>_...: a later run can tell which owners are gone."""
+    return "_".join(str(p) for p in parts).replace("-", "_").replace(".", "_")
+
+
+def heal_stale() -> None:
+    """Delete tables left by runners that no longer exist (killed mid-cut). Concurrent runs'
+    tables are left alone. Cleanup runs first and last."""
     if available():
         return
     res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10)
     for line in res.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "inet" and parts[2].startswith(TABLE_PREFIX + prefix):
+        if len(parts) != 3 or parts[1] != "inet" or not parts[2].startswith(TABLE_PREFIX):
+            continue
+        owner = parts[2][len(TABLE_PREFIX):].split("_")[0]
+        if owner.isdigit() and not pid_alive(int(owner)):
             heal(parts[2])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def probe_blocked(host: str, port: int) -> bool:

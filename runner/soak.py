@@ -36,7 +36,7 @@ class Topology:
         self.nodes = {s.node: NodeProc(s, env) for s in build_topology(name, index, cfg.run_id, self.dir, cfg.launch)}
         self.state_path = self.dir / "run_state.json"
         self._lock = threading.Lock()
-        self.chaos = ChaosEngine(name, self.nodes, chaos_log, self.publish, f"{cfg.run_id[-6:]}_{index}")
+        self.chaos = ChaosEngine(name, self.nodes, chaos_log, self.publish, netcut.table_tag(os.getpid(), index))
         self.notes: list[str] = []
         self.events = self._events()
 
@@ -70,12 +70,13 @@ class Topology:
             self.notes.append(note)
             print(f"soak-run: {self.name}: {note}", file=sys.stderr)
             node.restarts["crash"] += 1
-            if self.cfg.on_crash == "stop":
+            if self.cfg.on_crash == "restart":
+                node.start()
+            else:  # leave it down (its gates judge the loss) or stop the whole topology
                 node.intended_down = True
-                self.publish()
-                return False
-            node.start()
             self.publish()
+            if self.cfg.on_crash == "stop":
+                return False
         return True
 
 
@@ -104,6 +105,8 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
             node.stop()
         topo.publish()
     crashes = sum(n.restarts["crash"] for n in topo.nodes.values())
+    if crashes and process_status == "ok":
+        process_status = "crashed"
     meta = TopologyMeta(name, started, ended, "aborted" if stop.is_set() else process_status,
                         tuple(topo.notes), sum(topo.chaos.counts.values()), crashes)
     verdict = evaluate(stack.prometheus_url or "", t0, ended, run_id=cfg.run_id, topology=name,
@@ -148,7 +151,7 @@ def _perturb_and_wait(cfg: RunConfig, stack: Stack, topo: Topology, t0: float, s
 def run(cfg: RunConfig, stop: threading.Event) -> int:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save()
-    netcut.heal_stale("")
+    netcut.heal_stale()
     chaos_log = ChaosLog(cfg.run_dir / "chaos_events.log")
     stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url)
     verdicts: list[TopologyVerdict] = []
@@ -174,7 +177,7 @@ def run(cfg: RunConfig, stop: threading.Event) -> int:
                 break
     finally:
         stack.stop()
-        netcut.heal_stale("")
+        netcut.heal_stale()
     meta = RunMeta(run_dir=cfg.run_dir, profile=cfg.profile, scenario=cfg.launch.scenario,
                    chaos_plan=str(cfg.chaos_plan) if cfg.chaos_plan else None,
                    chaos_continuous=cfg.to_json()["continuous"] or {}, seed=cfg.launch.seed,

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault-disk-bytes-per-sec", type=_positive(int), default=0)
     for name in ("stall", "regress", "fork", "invariant", "crash"):
         f.add_argument(f"--fault-{name}-at-sec", type=_positive(float))
-    f.add_argument("--fault-regress-by", type=_positive(int), default=10)
+    f.add_argument("--fault-regress-by", type=_positive(int), default=100)
     f.add_argument("--fault-distfs-fail-ratio", type=_positive(float), default=0.0)
     f.add_argument("--fault-distfs-fail-reason", choices=REASONS, default="MISSING_SAMPLE")
     f.add_argument("--fault-crash-code", type=int, default=3)

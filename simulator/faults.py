@@ -19,7 +19,7 @@ class FaultConfig:
     disk_bytes_per_sec: int = 0
     stall_at_sec: float | None = None
     regress_at_sec: float | None = None
-    regress_by: int = 10
+    regress_by: int = 100
     fork_at_sec: float | None = None
     invariant_at_sec: float | None = None
     distfs_fail_ratio: float = 0.0

@@ -1,0 +1,108 @@
+"""Every gate seen to fail when the simulator misbehaves that way, and seen to stay green
+when chaos happens: real soaks (simulator + exporter + Prometheus + Alertmanager + checker),
+run side by side so the whole matrix costs about one soak of wall time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from soakrun import SoakRun, start_soak
+
+DURATION = "50"
+CASES: dict[str, list[str]] = {
+    # Chaos of every kind with tight thresholds: exemptions must keep every critical gate green.
+    "green_chaos": ["--topology", "triad_distributed", "--duration-secs", "75",
+                    "--chaos-plan", "examples/chaos-every-action.json",
+                    "--max-stall-secs", "4", "--max-lag-p95", "5", "--threshold", "max_report_gap_secs=8",
+                    "--threshold", "warmup_secs=5"],
+    "regression": ["--topology", "triad", "--node-arg", "triad=--fault-regress-at-sec=8"],
+    "stall": ["--topology", "triad", "--node-arg", "triad=--fault-stall-at-sec=8", "--max-stall-secs", "6"],
+    "lag": ["--topology", "triad_distributed", "--node-arg", "storage=--fault-stall-at-sec=6", "--max-lag-p95", "5"],
+    "fork": ["--topology", "triad_distributed", "--node-arg", "storage=--fault-fork-at-sec=6"],
+    "distfs": ["--topology", "triad", "--node-arg", "triad=--fault-distfs-fail-ratio=0.5",
+               "--node-arg", "triad=--fault-distfs-fail-reason=HASH_MISMATCH"],
+    "invariant": ["--topology", "triad", "--node-arg", "triad=--fault-invariant-at-sec=6"],
+    "crash": ["--topology", "triad", "--node-arg", "triad=--fault-crash-at-sec=8", "--on-crash", "leave"],
+    "leaks": ["--topology", "triad", "--threshold", "warmup_secs=5",
+              "--node-arg", "triad=--fault-leak-bytes-per-sec=4000000",
+              "--node-arg", "triad=--fault-fd-leak-per-sec=20",
+              "--node-arg", "triad=--fault-disk-bytes-per-sec=2000000"],
+    "report_gap": ["--topology", "triad", "--epoch-secs", "6", "--threshold", "max_report_gap_secs=3"],
+}
+EXPECTED_FAILURES = {
+    "regression": {"committed_height_regressed"},
+    "stall": {"consensus_stalled"},
+    "lag": {"consensus_lag_high"},
+    "fork": {"consensus_fork_detected"},
+    "distfs": {"distfs_failure_ratio_high", "distfs_failure_reason_burst"},
+    "invariant": {"reward_invariant_violated"},
+    "crash": {"process_crashed", "process_down"},
+    "leaks": {"memory_growth_high", "fd_growth_high", "disk_growth_high"},
+    "report_gap": {"reports_missing"},
+}
+
+
+@pytest.fixture(scope="module")
+def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
+    tmp = tmp_path_factory.mktemp("matrix")
+    runs = {}
+    for i, (name, args) in enumerate(CASES.items()):
+        extra = [] if "--duration-secs" in args else ["--duration-secs", DURATION]
+        runs[name] = start_soak(name, tmp, 21000 + 200 * i, [*extra, *args])
+    for run in runs.values():
+        run.wait(400)
+    return runs
+
+
+def _failed(run: SoakRun) -> set[str]:
+    return {name for name, g in run.gates().items() if g["status"] == "fail"}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED_FAILURES))
+def test_simulator_misbehaviour_fails_exactly_its_gates(soaks: dict[str, SoakRun], case: str) -> None:
+    run = soaks[case]
+    summary = run.summary()
+    assert summary["overall_status"] == "failed", summary["topologies"][0]["metric_gate"]
+    assert _failed(run) == EXPECTED_FAILURES[case]
+    assert run.proc.returncode == 1
+    for name in EXPECTED_FAILURES[case]:
+        gate = run.gates()[name]
+        assert gate["first_failed_at"], f"{name}: a failure must say when it started"
+        assert gate["value"] > gate["threshold"]
+    assert (run.run_dir / "failures.md").exists()
+
+
+def test_chaos_of_every_kind_keeps_every_gate_green(soaks: dict[str, SoakRun]) -> None:
+    run = soaks["green_chaos"]
+    summary = run.summary()
+    gates = run.gates()
+    assert {n for n, g in gates.items() if g["status"] == "fail"} == set(), summary["topologies"][0]["metric_gate"]
+    assert summary["overall_status"] == "ok" and run.proc.returncode == 0
+    log = (run.run_dir / "chaos_events.log").read_text().splitlines()
+    completed = {line.split("|")[4] for line in log[1:] if line.split("|")[3] == "completed"}
+    assert completed == {"restart", "kill", "pause", "disconnect", "challenge_pressure"}, log
+    # The tight thresholds were really in force, and exempt windows were really needed.
+    assert gates["consensus_stalled"]["threshold"] == 4
+
+
+def test_crash_is_reported_as_a_crash_not_as_chaos(soaks: dict[str, SoakRun]) -> None:
+    top = soaks["crash"].summary()["topologies"][0]
+    assert top["process_status"] == "crashed"
+    assert any("crashed with exit code 3" in n for n in top["notes"]), top["notes"]
+    assert top["chaos_events"] == 0
+
+
+def test_failures_md_gives_the_query_and_the_node_stderr(soaks: dict[str, SoakRun]) -> None:
+    text = (soaks["crash"].run_dir / "failures.md").read_text()
+    assert "SoakProcessCrashed" in text and "```promql" in text
+    assert "fault: crashing with exit code 3" in text
+
+
+def test_alertmanager_delivered_the_failing_gate_to_the_webhook(soaks: dict[str, SoakRun]) -> None:
+    from soakcore.services import read_alerts_log
+    entries = read_alerts_log(soaks["invariant"].run_dir / "alerts.log")
+    names = {e["labels"].get("alertname") for e in entries if e.get("status") == "firing"}
+    assert "SoakRewardInvariantViolated" in names, entries
+
+
