@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -63,8 +63,11 @@ def setup_from_run_state(rs: RunState) -> Setup:
 
 
 class SoakCollector(Collector):
-    def __init__(self, setup: Setup, run_state: Path | None = None, status_interval_s: float = 2.0) -> None:
+    def __init__(self, setup: Setup, run_state: Path | None = None, status_interval_s: float = 2.0,
+                 settle_s: float = 3.0) -> None:
         self.setup, self.run_state_path = setup, run_state
+        self._flag_thresholds = setup.thresholds  # --profile: used when the run-state has none
+        self.settle_s = settle_s
         self._run_state_mtime: float | None = None
         self._run_state_error = False
         self._lock = threading.Lock()
@@ -88,6 +91,8 @@ class SoakCollector(Collector):
             if mtime == self._run_state_mtime:
                 return
             new = setup_from_run_state(read_run_state(self.run_state_path))
+            if not new.thresholds:
+                new = replace(new, thresholds=self._flag_thresholds)
             self._run_state_mtime, self._run_state_error = mtime, False
         except (OSError, SoakError) as exc:
             if not self._run_state_error:
@@ -103,18 +108,18 @@ class SoakCollector(Collector):
         for s in self.setup.sources:
             self.views.setdefault(s.node, NodeView())
             if s.report_dir and (s.node not in self.dirs or str(self.dirs[s.node].path) != s.report_dir):
-                self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir))
+                self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir), self.settle_s)
 
     def ingest(self) -> None:
         for node, rdir in self.dirs.items():
             reports, errors = rdir.poll()
             view = self.views[node]
             with self._lock:
-                for _, report in reports:
-                    view.observe(report, from_report=True)
+                for report in reports:
+                    view.observe_report(report)
                     self.hashes.see_report(report)
-            for reason in errors:
-                view.errors[reason] = view.errors.get(reason, 0) + 1
+                for reason in errors:
+                    view.count_error(reason)
 
     def poll_status_once(self) -> None:
         for s in self.setup.sources:
@@ -127,7 +132,7 @@ class SoakCollector(Collector):
                 log.debug("%s: status poll failed: %s", s.status_url, exc)
                 continue
             with self._lock:
-                self.views.setdefault(s.node, NodeView()).observe(report, from_report=False)
+                self.views.setdefault(s.node, NodeView()).observe_status(report)
                 self.hashes.see_report(report)
 
     def start_status_poller(self) -> None:

@@ -1,6 +1,7 @@
 """Metric families from the collector's state: the exposition side of the exporter.
 
-Names, types and labels follow the catalog in DESIGN.md (add, never rename).
+Names, types and labels follow the catalog in DESIGN.md (add, never rename). Every series
+carries ``run_id`` and ``topology`` first.
 """
 from __future__ import annotations
 
@@ -10,114 +11,142 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
+from exporter.state import NodeView
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 
 if TYPE_CHECKING:
-    from exporter.collector import SoakCollector
+    from exporter.collector import SoakCollector, Source
 
 DISTFS_REASONS = ("MISSING_SAMPLE", "HASH_MISMATCH", "TIMEOUT", "READ_IO_ERROR", "SIGNATURE_INVALID", "UNKNOWN")
 REPORT_ERROR_REASONS = ("partial", "invalid_json", "schema", "too_large", "io")
 BASE = ("run_id", "topology")
 
 
-class _Families:
+class Families:
     """Creates each family once per scrape with the run labels in front."""
 
     def __init__(self, base_values: list[str]) -> None:
         self.base = base_values
         self.out: dict[str, Metric] = {}
 
-    def add(self, kind: str, name: str, doc: str, labels: tuple[str, ...], values: list[str], v: float | None) -> None:
+    def add(self, kind: str, name: str, doc: str, labels: tuple[str, ...], values: list[str],
+            v: float | None) -> None:
         if v is None:
             return
         fam = self.out.get(name)
         if fam is None:
-            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            fam = self.out[name] = cls(name.removesuffix("_total") if kind == "counter" else name, doc,
-                                       labels=[*BASE, *labels])
+            if kind == "counter":
+                fam = CounterMetricFamily(name.removesuffix("_total"), doc, labels=[*BASE, *labels])
+            else:
+                fam = GaugeMetricFamily(name, doc, labels=[*BASE, *labels])
+            self.out[name] = fam
         fam.add_metric([*self.base, *values], float(v))
 
 
 def build_families(c: "SoakCollector") -> Iterator[Metric]:
     s = c.setup
-    f = _Families([s.run_id, s.topology])
+    f = Families([s.run_id, s.topology])
     f.add("gauge", "soak_run_info", "Run metadata.", ("profile", "scenario"), [s.profile, s.scenario], 1)
     for key, value in sorted(s.thresholds.items()):
-        f.add("gauge", "soak_gate_threshold", "Active threshold of the profile (and overrides).", ("gate",), [key], value)
-    hashes_seen = False
+        f.add("gauge", "soak_gate_threshold", "Active threshold of the profile (and overrides).", ("gate",),
+              [key], value)
     for src in s.sources:
-        view, n = c.views.get(src.node), [src.node]
+        view = c.views.get(src.node)
+        node_id = src.node_id or (view.latest.node_id if view and view.latest else None) or ""
         f.add("gauge", "soak_node_info", "Node identity.", ("node", "role", "node_id"),
-              [src.node, src.role, src.node_id or (view.latest.node_id if view and view.latest else "") or ""], 1)
+              [src.node, src.role, node_id], 1)
         if view is not None:
-            _node_report_metrics(f, view, n)
-            hashes_seen = True
-        pid = read_pid(src.pid) if src.pid else None
-        st = proc_stats(pid)
-        f.add("gauge", "soak_process_up", "1 while the node process runs.", ("node",), n, float(st.up))
-        if st.up:
-            f.add("gauge", "soak_process_resident_memory_bytes", "RSS.", ("node",), n, st.rss)
-            f.add("counter", "soak_process_cpu_seconds_total", "User+system CPU.", ("node",), n, st.cpu_s)
-            f.add("gauge", "soak_process_open_fds", "Open file descriptors.", ("node",), n, st.fds)
-            f.add("gauge", "soak_process_threads", "Threads.", ("node",), n, st.threads)
-            f.add("gauge", "soak_process_start_time_seconds", "Process start (unix s).", ("node",), n, st.start_time)
-        restarts = c.restarts(src, pid if st.up else None)
-        for cause in RESTART_CAUSES:
-            f.add("counter", "soak_process_restarts_total", "Restarts by cause.", ("node", "cause"),
-                  [src.node, cause], restarts.get(cause, 0))
-        if src.work_dir:
-            f.add("gauge", "soak_node_disk_bytes", "Size of the node's directory.", ("node",), n,
-                  c.disk.size(src.work_dir))
+            _report_metrics(f, view, src.node)
+            _consensus_metrics(f, view, src.node)
+            _distfs_metrics(f, view, src.node)
+        _process_metrics(f, c, src)
         for action in CHAOS_ACTIONS:
             f.add("gauge", "soak_chaos_active", "1 while an injected fault is in effect.", ("node", "action"),
                   [src.node, action], float((src.node, action) in s.chaos_active))
     for node, action, phase, count in s.chaos_events:
         f.add("counter", "soak_chaos_events_total", "Chaos events by outcome.", ("node", "action", "phase"),
               [node, action, phase], count)
-    if hashes_seen:
-        f.add("counter", "soak_consensus_hash_mismatches_total", "Heights with two different block hashes.",
-              (), [], c.hashes.mismatches)
+    f.add("counter", "soak_consensus_hash_mismatches_total", "Heights with two different block hashes.",
+          (), [], c.hashes.mismatches)
     yield from f.out.values()
 
 
-def _node_report_metrics(f: _Families, v, n: list[str]) -> None:  # type: ignore[no-untyped-def]
-    r = v.latest
+def _process_metrics(f: Families, c: "SoakCollector", src: "Source") -> None:
+    n = [src.node]
+    pid = read_pid(src.pid) if src.pid else None
+    st = proc_stats(pid)
+    f.add("gauge", "soak_process_up", "1 while the node process runs.", ("node",), n, float(st.up))
+    if st.up:
+        f.add("gauge", "soak_process_resident_memory_bytes", "Resident set size.", ("node",), n, st.rss)
+        f.add("counter", "soak_process_cpu_seconds_total", "User+system CPU of the process.", ("node",), n,
+              st.cpu_s)
+        f.add("gauge", "soak_process_open_fds", "Open file descriptors.", ("node",), n, st.fds)
+        f.add("gauge", "soak_process_threads", "Threads.", ("node",), n, st.threads)
+        f.add("gauge", "soak_process_start_time_seconds", "Process start (unix s).", ("node",), n, st.start_time)
+    restarts = c.restarts(src, pid if st.up else None)
+    for cause in RESTART_CAUSES:
+        f.add("counter", "soak_process_restarts_total", "Restarts by cause.", ("node", "cause"),
+              [src.node, cause], restarts.get(cause, 0))
+    if src.work_dir:
+        f.add("gauge", "soak_node_disk_bytes", "Size of the node's directory.", ("node",), n,
+              c.disk.size(src.work_dir))
+
+
+def _report_metrics(f: Families, v: NodeView, node: str) -> None:
+    n = [node]
     f.add("counter", "soak_reports_total", "Reports ingested.", ("node",), n, v.reports_total)
     for reason in REPORT_ERROR_REASONS:
         f.add("counter", "soak_report_errors_total", "Report files that stayed invalid.", ("node", "reason"),
-              [n[0], reason], v.errors.get(reason, 0))
-    f.add("gauge", "soak_report_last_observed_timestamp_seconds", "observed_at of the newest report.", ("node",),
-          n, v.last_report_s)
-    f.add("gauge", "soak_report_last_epoch_index", "Epoch index of the newest report.", ("node",), n, v.last_epoch_index)
-    f.add("counter", "soak_consensus_height_regressions_total", "Committed height went down.", ("node",), n, v.regressions)
+              [node, reason], v.errors.get(reason, 0))
+    r = v.latest_report
     if r is None:
         return
-    f.add("gauge", "soak_report_missing_fields", "Fields the newest document lacks.", ("node",), n, len(r.missing))
+    f.add("gauge", "soak_report_last_observed_timestamp_seconds", "observed_at of the newest report.",
+          ("node",), n, r.observed_at_ms / 1000)
+    f.add("gauge", "soak_report_last_epoch_index", "Epoch index of the newest report.", ("node",), n,
+          r.epoch_index)
+    f.add("gauge", "soak_report_missing_fields", "Fields the newest report lacks.", ("node",), n, len(r.missing))
+
+
+def _consensus_metrics(f: Families, v: NodeView, node: str) -> None:
+    n = [node]
+    f.add("counter", "soak_consensus_height_regressions_total", "Committed height went down.", ("node",), n,
+          v.regressions)
+    r = v.latest
+    if r is None:
+        return
     f.add("gauge", "soak_consensus_committed_height", "Committed height.", ("node",), n, r.committed_height)
     f.add("gauge", "soak_consensus_network_committed_height", "Network committed height.", ("node",), n,
           r.network_committed_height)
-    f.add("gauge", "soak_consensus_last_execution_height", "Last execution height.", ("node",), n, r.last_execution_height)
-    f.add("gauge", "soak_consensus_last_progress_timestamp_seconds", "When committed height last rose.", ("node",),
-          n, v.last_progress_s)
-    for p in r.peer_heads:
-        f.add("gauge", "soak_consensus_peer_height", "Peer heads.", ("node", "peer"), [n[0], p.node_id], p.height)
+    f.add("gauge", "soak_consensus_last_execution_height", "Last execution height.", ("node",), n,
+          r.last_execution_height)
+    f.add("gauge", "soak_consensus_last_progress_timestamp_seconds", "When committed height last rose.",
+          ("node",), n, v.last_progress_s)
+    for p in v.peers:
+        f.add("gauge", "soak_consensus_peer_height", "Peer heads.", ("node", "peer"), [node, p.node_id], p.height)
+    current = r.last_status or "unknown"
     for status in (*STATUSES, "unknown"):
-        current = r.last_status or "unknown"
-        f.add("gauge", "soak_consensus_status", "1 for the current status.", ("node", "status"), [n[0], status],
+        f.add("gauge", "soak_consensus_status", "1 for the current status.", ("node", "status"), [node, status],
               float(current == status))
-    if r.distfs_total is not None:
-        f.add("counter", "soak_distfs_checks_total", "DistFS checks, run-cumulative.", ("node", "result"),
-              [n[0], "passed"], v.distfs_total.value - v.distfs_failed.value)
-        f.add("counter", "soak_distfs_checks_total", "DistFS checks, run-cumulative.", ("node", "result"),
-              [n[0], "failed"], v.distfs_failed.value)
-        by_reason: dict[str, int] = {}
-        for reason, counter in v.distfs_reasons.items():  # closed label set: unknown names -> UNKNOWN
-            key = reason if reason in DISTFS_REASONS else "UNKNOWN"
-            by_reason[key] = by_reason.get(key, 0) + counter.value
-        for reason, count in sorted(by_reason.items()):
-            f.add("counter", "soak_distfs_check_failures_total", "DistFS failures by reason.", ("node", "reason"),
-                  [n[0], reason], count)
     if r.invariant_ok is not None:
-        f.add("gauge", "soak_reward_invariant_ok", "Reward-asset invariant holds.", ("node",), n, float(r.invariant_ok))
+        f.add("gauge", "soak_reward_invariant_ok", "Reward-asset invariant holds.", ("node",), n,
+              float(r.invariant_ok))
     if r.invariant_violations is not None:
         f.add("gauge", "soak_reward_invariant_violations", "violation_count.", ("node",), n, r.invariant_violations)
+
+
+def _distfs_metrics(f: Families, v: NodeView, node: str) -> None:
+    d = v.distfs
+    if not d.seen:
+        return
+    f.add("counter", "soak_distfs_checks_total", "DistFS checks, run-cumulative.", ("node", "result"),
+          [node, "passed"], d.passed.value)
+    f.add("counter", "soak_distfs_checks_total", "DistFS checks, run-cumulative.", ("node", "result"),
+          [node, "failed"], d.failed.value)
+    by_reason = dict.fromkeys(DISTFS_REASONS, 0)
+    for reason, counter in d.reasons.items():  # closed label set: unknown names count as UNKNOWN
+        key = reason if reason in by_reason else "UNKNOWN"
+        by_reason[key] += counter.value
+    for reason, count in by_reason.items():
+        f.add("counter", "soak_distfs_check_failures_total", "DistFS failures by reason.", ("node", "reason"),
+              [node, reason], count)

@@ -41,6 +41,7 @@ class Report:
     last_block_hash: str | None = None
     peer_heads: tuple[PeerHead, ...] = ()
     distfs_total: int | None = None
+    distfs_passed: int | None = None
     distfs_failed: int | None = None
     distfs_reasons: dict[str, int] = field(default_factory=dict)
     invariant_ok: bool | None = None
@@ -86,7 +87,7 @@ def _peers(raw: Any) -> tuple[PeerHead, ...]:
     heads = []
     for i, p in enumerate(raw):
         if not (isinstance(p, dict) and isinstance(p.get("node_id"), str) and isinstance(p.get("height"), int)
-                and not isinstance(p.get("height"), bool) and isinstance(p.get("block_hash"), (str, type(None)))):
+                and not isinstance(p.get("height"), bool) and p["height"] >= 0 and isinstance(p.get("block_hash"), (str, type(None)))):
             raise ReportError("schema", f"node_snapshot.consensus.peer_heads[{i}]: expected {{node_id, height, block_hash}}")
         heads.append(PeerHead(p["node_id"], p["height"], p["block_hash"]))
     return tuple(heads)
@@ -102,8 +103,9 @@ def parse_report(data: bytes) -> Report:
     except UnicodeDecodeError as exc:
         raise ReportError("invalid_json", f"not UTF-8 at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
-        # A document cut short ends with "Expecting ..." at the end of the data: still being written.
-        reason = "partial" if exc.pos >= len(data.rstrip()) else "invalid_json"
+        # Every report is one object: one that does not end with '}' was cut short (the node
+        # writes non-atomically), anything else is malformed.
+        reason = "invalid_json" if data.rstrip().endswith(b"}") else "partial"
         raise ReportError(reason, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     if not isinstance(doc, dict):
         raise ReportError("schema", "<root>: expected object")
@@ -133,6 +135,7 @@ def _from_doc(doc: dict[str, Any]) -> Report:
         peer_heads=_peers(_get(doc, c + "peer_heads")),
         distfs_total=f.first(int, "distfs_probe_cursor_state.cumulative_total_checks", "distfs.total_checks",
                              "reward_runtime.distfs_total_checks"),
+        distfs_passed=f.first(int, "distfs_probe_cursor_state.cumulative_passed_checks"),
         distfs_failed=f.first(int, "distfs_probe_cursor_state.cumulative_failed_checks", "distfs.failed_checks",
                               "reward_runtime.distfs_failed_checks"),
         distfs_reasons=dict(reasons or {}),
