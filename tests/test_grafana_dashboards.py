@@ -1,0 +1,111 @@
+"""The generated dashboards: fresh, built from the gates, and every query valid PromQL that
+a real Prometheus accepts, over catalog metrics only."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from alerts.gates import GATES, threshold
+from grafana.dashboards import DASHBOARDS, OUT_DIR
+from soakcore.errors import EvaluationError
+from soakcore.services import Service, http_get_json, start_prometheus
+from tests.grafana_promql import (PROMETHEUS_BUILTINS, catalog_metrics, expressions, metric_names, panels,
+                                  substitute)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((OUT_DIR / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def empty_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real Prometheus with nothing to scrape: it parses and evaluates every query."""
+    root = tmp_path_factory.mktemp("prom")
+    config = root / "prometheus.yml"
+    config.write_text("global:\n  evaluation_interval: 1s\nscrape_configs: []\n")
+    service = start_prometheus(config, root / "data")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_checked_in_dashboard_json_matches_what_the_code_generates(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "grafana", "--out", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    for name in DASHBOARDS:
+        fresh, checked_in = (tmp_path / name).read_text(), (OUT_DIR / name).read_text()
+        if fresh != checked_in:  # not assert ==: a diff of 100 kB of JSON helps nobody
+            pytest.fail(f"grafana/dashboards/{name} is stale: run `python3 -m grafana`")
+    assert sorted(p.name for p in OUT_DIR.glob("*.json")) == sorted(DASHBOARDS), "stray dashboard JSON"
+
+
+def test_every_gate_has_a_verdict_panel_built_from_its_own_promql() -> None:
+    stats = {p["title"]: p for p in panels(load("agent-world-soak.json")) if p["type"] == "stat"}
+    for gate in GATES:
+        panel = stats.get(gate.alert)
+        assert panel is not None, f"no verdict panel for gate {gate.name}"
+        exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
+        assert gate.value in exprs["value"], f"{gate.name}: panel does not use gate.value"
+        if gate.threshold_key is None:
+            assert set(exprs) == {"value"}
+            assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["color"] == "red"
+        else:
+            assert threshold(gate.threshold_key) in exprs["threshold"], f"{gate.name}: threshold not from gates"
+
+
+def test_a_gate_panel_takes_its_red_step_from_the_threshold_query() -> None:
+    for panel in panels(load("agent-world-soak.json")):
+        refs = {t["refId"] for t in panel.get("targets") or []}
+        if panel["type"] != "stat" or "threshold" not in refs:
+            continue
+        config = [t for t in panel["transformations"] if t["id"] == "configFromData"]
+        assert len(config) == 1, panel["title"]
+        assert config[0]["options"]["configRefId"] == "threshold"
+        assert config[0]["options"]["mappings"] == [{"fieldName": "threshold", "handlerKey": "threshold1"}]
+
+
+def test_every_gate_has_a_trend_panel_with_its_threshold_line() -> None:
+    series = {p["title"]: p for p in panels(load("agent-world-soak.json")) if p["type"] == "timeseries"}
+    for gate in GATES:
+        exprs = [t["expr"] for t in series[gate.alert]["targets"]]
+        assert any(gate.value in e for e in exprs)
+        assert gate.threshold_key is None or any(threshold(gate.threshold_key) in e for e in exprs)
+
+
+def test_the_metric_name_extractor_finds_metrics_and_skips_labels_and_functions() -> None:
+    expr = ('sum by (node, soak_x) (rate(soak_a_total{node=~"soak_y", job="up"}[5m])) / on(run_id) '
+            "group_left() soak_b and ALERTS unless time() - soak_c offset 5m")
+    assert metric_names(expr) == {"soak_a_total", "soak_b", "ALERTS", "soak_c"}
+
+
+def test_every_dashboard_query_reads_only_catalog_metrics() -> None:
+    allowed = catalog_metrics() | PROMETHEUS_BUILTINS
+    assert "soak_consensus_committed_height" in allowed, "DESIGN.md catalog not found or not parsed"
+    for where, expr in expressions(load("agent-world-soak.json")):
+        unknown = metric_names(expr) - allowed
+        assert not unknown, f"{where} reads metrics outside the catalog: {sorted(unknown)}"
+
+
+def test_every_dashboard_query_is_accepted_by_a_real_prometheus(empty_prometheus: Service) -> None:
+    dashboard = load("agent-world-soak.json")
+    queries = list(expressions(dashboard))
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":  # label_values(SELECTOR, label): the selector must parse
+            queries.append((f"variable {var['name']}", var["query"].split("(", 1)[1].rsplit(",", 1)[0]))
+    assert len(queries) > len(GATES) * 2
+    for where, expr in queries:
+        url = f"{empty_prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": substitute(expr)})
+        try:
+            answer = http_get_json(url)
+        except EvaluationError as exc:  # the 400 of a parse error
+            pytest.fail(f"{where}: Prometheus rejected {expr!r}: {exc}")
+        assert answer["status"] == "success", f"{where}: {answer}"
