@@ -15,7 +15,7 @@ from alerts.gates import GATES, threshold
 from grafana.dashboards import DASHBOARDS, OUT_DIR
 from soakcore.errors import EvaluationError
 from soakcore.services import Service, http_get_json, start_prometheus
-from tests.grafana_promql import (PROMETHEUS_BUILTINS, catalog_metrics, expressions, metric_names, panels,
+from tests.test_grafana_promql import (PROMETHEUS_BUILTINS, catalog_metrics, expressions, metric_names, panels,
                                   substitute)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,12 +79,6 @@ def test_every_gate_has_a_trend_panel_with_its_threshold_line() -> None:
         exprs = [t["expr"] for t in series[gate.alert]["targets"]]
         assert any(gate.value in e for e in exprs)
         assert gate.threshold_key is None or any(threshold(gate.threshold_key) in e for e in exprs)
-
-
-def test_the_metric_name_extractor_finds_metrics_and_skips_labels_and_functions() -> None:
-    expr = ('sum by (node, soak_x) (rate(soak_a_total{node=~"soak_y", job="up"}[5m])) / on(run_id) '
-            "group_left() soak_b and ALERTS unless time() - soak_c offset 5m")
-    assert metric_names(expr) == {"soak_a_total", "soak_b", "ALERTS", "soak_c"}
 
 
 def test_every_dashboard_query_reads_only_catalog_metrics() -> None:

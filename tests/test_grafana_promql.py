@@ -1,4 +1,5 @@
-"""Helpers for the dashboard tests: walking dashboard JSON and naming the metrics of PromQL."""
+"""Helpers for the dashboard tests (walking dashboard JSON, naming the metrics of PromQL),
+and the tests of those helpers."""
 from __future__ import annotations
 
 import re
@@ -63,3 +64,15 @@ def metric_names(expr: str) -> set[str]:
         if not match.group(2) and match.group(1) not in KEYWORDS:
             names.add(match.group(1))
     return names
+
+
+def test_the_metric_name_extractor_finds_metrics_and_skips_labels_and_functions() -> None:
+    expr = ('sum by (node, soak_x) (rate(soak_a_total{node=~"soak_y", job="up"}[5m])) / on(run_id) '
+            "group_left() soak_b and ALERTS unless time() - soak_c offset 5m")
+    assert metric_names(expr) == {"soak_a_total", "soak_b", "ALERTS", "soak_c"}
+
+
+def test_the_catalog_is_read_from_design_md() -> None:
+    names = catalog_metrics()
+    assert {"soak_run_info", "soak_consensus_committed_height", "soak_exporter_scrape_error"} <= names
+    assert len(names) >= 30
