@@ -68,7 +68,7 @@ class SoakCollector(Collector):
         self.setup, self.run_state_path = setup, run_state
         self._flag_thresholds = setup.thresholds  # --profile: used when the run-state has none
         self.settle_s = settle_s
-        self._run_state_mtime: float | None = None
+        self._run_state_stamp: tuple[int, int, int] | None = None
         self._run_state_error = False
         self._lock = threading.Lock()
         self.views: dict[str, NodeView] = {}
@@ -87,13 +87,15 @@ class SoakCollector(Collector):
         if self.run_state_path is None:
             return
         try:
-            mtime = self.run_state_path.stat().st_mtime
-            if mtime == self._run_state_mtime:
+            st = self.run_state_path.stat()
+            # The runner replaces the file (new inode): inode and size catch a rewrite within one mtime tick.
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp == self._run_state_stamp:
                 return
             new = setup_from_run_state(read_run_state(self.run_state_path))
             if not new.thresholds:
                 new = replace(new, thresholds=self._flag_thresholds)
-            self._run_state_mtime, self._run_state_error = mtime, False
+            self._run_state_stamp, self._run_state_error = stamp, False
         except (OSError, SoakError) as exc:
             if not self._run_state_error:
                 log.warning("run state: %s (keeping the last good one)", exc)
