@@ -1,0 +1,133 @@
+"""The report parser: real example documents, and property-based fuzzing of content."""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from exporter.collector import Setup, SoakCollector, Source
+from exporter.reports import Report, ReportError, parse_document, parse_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reports"
+G1 = json.loads((FIXTURES / "g1_storage" / "epoch-3.json").read_text())
+C = "node_snapshot.consensus."
+# Report attribute -> path in a G1 document, for the fields the gates use.
+INT_FIELDS = {"observed_at_ms": "observed_at_unix_ms", "epoch_index": "settlement_report.epoch_index",
+              "committed_height": C + "committed_height",
+              "network_committed_height": C + "network_committed_height",
+              "last_execution_height": C + "last_execution_height",
+              "distfs_total": "distfs_probe_cursor_state.cumulative_total_checks",
+              "distfs_failed": "distfs_probe_cursor_state.cumulative_failed_checks",
+              "invariant_violations": "reward_asset_invariant_status.violation_count"}
+STR_FIELDS = {"node_id": "node_snapshot.node_id", "last_block_hash": C + "last_block_hash"}
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**64), st.floats(allow_nan=False),
+                      st.text(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                                  st.integers(), max_size=2))
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        doc = doc[key]
+    doc[last] = value
+
+
+def test_the_real_examples_parse_and_name_what_the_slim_g2_document_lacks() -> None:
+    storage = parse_report((FIXTURES / "g1_storage" / "epoch-3.json").read_bytes())
+    assert (storage.committed_height, storage.distfs_total, storage.distfs_failed) == (4118, 17950, 2)
+    assert storage.missing == ()
+    slim = parse_report((FIXTURES / "g2_slim" / "epoch-7.json").read_bytes())
+    assert (slim.epoch_index, slim.distfs_total, slim.distfs_failed, slim.committed_height) == (7, 412, 3, 2210)
+    assert "reward_asset_invariant_status.ok" in slim.missing and slim.invariant_ok is None
+    status = parse_document(json.loads((FIXTURES / "status" / "g2-chain-status.json").read_text()))
+    assert (status.committed_height, status.last_status, status.distfs_total, status.invariant_ok) == (
+        2210, "Committed", 412, True)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "partial"), (b'{"observed_at_unix_ms": 1, "node', "partial"), (b"{]}", "invalid_json"),
+    (b"\xff\xfe{}", "invalid_json"), (b"[1, 2]", "schema"), (b'{"observed_at_unix_ms": -1}', "schema"),
+    (b'{"node_snapshot": {}}', "schema")])
+def test_bad_documents_raise_a_typed_error_with_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ReportError) as info:
+        parse_report(data)
+    assert info.value.reason == reason
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_a_report_error(data: bytes) -> None:
+    try:
+        parse_report(data)
+    except ReportError as exc:
+        assert exc.reason in {"partial", "invalid_json", "schema"}
+
+
+def _expected(value: Any, kind: type) -> Any:
+    """What the parser must return for ``value``, or ReportError if it must refuse the document."""
+    if value is None:
+        return None
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    else:
+        ok = isinstance(value, kind)
+    return value if ok else ReportError
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(sorted({**INT_FIELDS, **STR_FIELDS})), ANY_VALUE, max_size=4))
+def test_fuzzed_fields_are_either_refused_or_parsed_to_exactly_their_value(changes: dict[str, Any]) -> None:
+    doc = copy.deepcopy(G1)
+    kinds = {**{k: int for k in INT_FIELDS}, **{k: str for k in STR_FIELDS}}
+    paths = {**INT_FIELDS, **STR_FIELDS}
+    for attr, value in changes.items():
+        _set(doc, paths[attr], value)
+    expected = {attr: _expected(value, kinds[attr]) for attr, value in changes.items()}
+    must_fail = ReportError in expected.values() or expected.get("observed_at_ms", 0) is None
+    try:
+        report = parse_report(json.dumps(doc).encode())
+    except ReportError as exc:
+        assert must_fail and exc.reason == "schema", (changes, exc)
+        return
+    assert not must_fail, changes
+    baseline = parse_report(json.dumps(G1).encode())
+    for attr in paths:
+        want = expected[attr] if attr in expected else getattr(baseline, attr)
+        assert getattr(report, attr) == want, attr
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=200), st.builds(
+    lambda changes: json.dumps({**G1, **changes}).encode(),
+    st.dictionaries(st.sampled_from(sorted(G1)), ANY_VALUE, max_size=3))), min_size=1, max_size=6))
+def test_a_folder_of_fuzzed_reports_never_breaks_the_scrape(files: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, data in enumerate(files):
+            Path(tmp, f"epoch-{i}.json").write_bytes(data)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SoakCollector(Setup(sources=(Source("n", report_dir=tmp),)), settle_s=0.0))
+        labels = {"run_id": "adhoc", "topology": "unknown"}
+        assert registry.get_sample_value("soak_exporter_scrape_error", labels) == 0
+        ok = registry.get_sample_value("soak_reports_total", {**labels, "node": "n"})
+        bad = sum(registry.get_sample_value("soak_report_errors_total", {**labels, "node": "n", "reason": r}) or 0
+                  for r in ("partial", "invalid_json", "schema", "too_large", "io"))
+        assert ok + bad == len(files)
+        parsed = []
+        for data in files:
+            try:
+                parsed.append(parse_report(data))
+            except ReportError:
+                continue
+        assert ok == len(parsed)
+        if parsed:
+            assert isinstance(parsed[-1], Report)
+            assert registry.get_sample_value("soak_report_last_epoch_index", {**labels, "node": "n"}) == \
+                parsed[-1].epoch_index
