@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grafanalib._gen import DashboardEncoder
-from grafanalib.core import Annotations, Dashboard, Template, Templating, Time
+from grafanalib.core import GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR, Annotations, Dashboard, Template, Templating, Time
 
 from alerts.gates import GATES
 from grafana.panels import (DATASOURCE, RED, RUN_SEL, Cell, Layout, gate_stat, gate_trend, sel, series,
                             target, timeline)
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+# Grafana 9/10 schema: the panels are written in that format (datasource refs, fieldConfig), so
+# Grafana must not run its old-schema migrations over them (grafanalib defaults to 12).
+SCHEMA_VERSION = 37
 ALL = ".*"  # the "All" value of every variable: a regex matching any label value
 
 
@@ -142,7 +145,8 @@ def overview() -> Dashboard:
     return Dashboard(title="Agent World soak", uid="agent-world-soak", tags=["agent-world", "soak"],
                      panels=layout.panels, templating=_variables(),
                      annotations=Annotations(list=[_chaos_annotation()]), refresh="10s",
-                     time=Time("now-1h", "now"), timezone="utc").auto_panel_ids()
+                     time=Time("now-1h", "now"), timezone="utc", schemaVersion=SCHEMA_VERSION,
+                     graphTooltip=GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR).auto_panel_ids()
 
 
 # File name -> builder. The file name is the dashboard's identity in provisioning.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 
 from alerts.gates import gate_by_name
 from alerts.profiles import get_profile
@@ -47,8 +48,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     try:
         wait_http_ok(f"http://{LOCALHOST}:{port}/metrics", 20.0, exporter)
         config = root / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-                          f"  - job_name: soak-exporter\n    static_configs:\n      - targets: ['{LOCALHOST}:{port}']\n")
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "soak-exporter",
+                                "static_configs": [{"targets": [f"{LOCALHOST}:{port}"]}]}]}))
         prom = start_prometheus(config, root / "data")
         deadline = time.monotonic() + 20
         while not query(prom, sel("soak_consensus_committed_height")) and time.monotonic() < deadline:
