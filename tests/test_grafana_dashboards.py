@@ -103,3 +103,21 @@ def test_every_dashboard_query_is_accepted_by_a_real_prometheus(empty_prometheus
         except EvaluationError as exc:  # the 400 of a parse error
             pytest.fail(f"{where}: Prometheus rejected {expr!r}: {exc}")
         assert answer["status"] == "success", f"{where}: {answer}"
+
+
+def test_the_overview_has_a_row_for_each_part_of_the_soak() -> None:
+    rows = [p["title"].split(":")[0] for p in load("agent-world-soak.json")["panels"] if p["type"] == "row"]
+    assert rows == ["Verdict", "Consensus", "DistFS storage challenges", "Reward invariant", "Processes",
+                    "Chaos", "Exporter health and alerts", "Gate values over time"]
+
+
+def test_no_two_panels_overlap_and_all_fit_the_grid() -> None:
+    def cells(panel: dict[str, Any]) -> set[tuple[int, int]]:
+        g = panel["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, panel["title"]
+        return {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+    taken: dict[tuple[int, int], str] = {}
+    for panel in panels(load("agent-world-soak.json")):
+        for cell in cells(panel):
+            assert cell not in taken, f"{panel['title']!r} overlaps {taken[cell]!r}"
+            taken[cell] = panel["title"]
