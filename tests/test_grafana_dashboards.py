@@ -121,3 +121,12 @@ def test_no_two_panels_overlap_and_all_fit_the_grid() -> None:
         for cell in cells(panel):
             assert cell not in taken, f"{panel['title']!r} overlaps {taken[cell]!r}"
             taken[cell] = panel["title"]
+
+
+def test_regenerating_into_an_unwritable_place_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = subprocess.run([sys.executable, "-m", "grafana", "--out", str(blocker / "x")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "cannot write" in run.stderr
