@@ -46,6 +46,9 @@ class TopologyVerdict:
     series: dict[str, Any] = field(default_factory=dict)      # for plots
     timeline: tuple[dict[str, Any], ...] = ()
     queries: int = 0
+    # False when no rule evaluation (soak:gate_value) exists in the window, as on backfilled
+    # or archived data: then there are no alerts to compare with, and no disagreement.
+    rules_evaluated: bool = True
 
     @property
     def metric_gate_status(self) -> str:
@@ -160,15 +163,25 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     results = tuple(judge_gate(prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
                                run_id, topology, since, until) for g in GATES)
     fired = _alerts_fired(prom, run_id, topology, since, until)
-    fired_gates = {a.get("gate") for a in fired}
-    disagreements = tuple(
-        [f"{r.alert}: gate failed over the window but the alert never fired" for r in results
-         if r.status == "fail" and r.name not in fired_gates]
-        + [f"{r.alert}: alert fired but the gate passed over the window" for r in results
-           if r.status == "pass" and r.name in fired_gates])
+    evaluated = _rules_evaluated(prom, run_id, topology, since, until)
+    disagreements = _disagreements(results, fired) if evaluated else ()
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries)
+                           series, timeline, prom.queries, evaluated)
+
+
+def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:
+    fired_alerts = {a.get("alertname") for a in fired}
+    return tuple(
+        [f"{r.alert}: gate failed over the window but the alert never fired" for r in results
+         if r.status == "fail" and r.alert not in fired_alerts]
+        + [f"{r.alert}: alert fired but the gate passed over the window" for r in results
+           if r.status == "pass" and r.alert in fired_alerts])
+
+
+def _rules_evaluated(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> bool:
+    q = f"count by (run_id, topology) (count_over_time(soak:gate_value[{int(until - since)}s]))"
+    return any(_matches(lab, run_id, topology) for lab, _ in prom.instant(q, until))
 
 
 def _alerts_fired(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> tuple[dict[str, str], ...]:

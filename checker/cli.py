@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from alerts.profiles import PROFILES, get_profile
-from checker.api import RunMeta, TopologyMeta, discover, evaluate
+from checker.api import RunMeta, TopologyMeta, TopologyVerdict, discover, evaluate
 from checker.report import write_reports
-from soakcore.errors import UsageError, run_cli
+from soakcore.errors import InputError, UsageError, run_cli
 from soakcore.services import start_prometheus
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -59,6 +59,7 @@ def judge(url: str, since: float, until: float, run_id: str | None, topology: st
                    scenario=str(meta_extra.get("scenario", "unknown")), prometheus_url=url, topologies=metas,
                    seed=meta_extra.get("seed"))  # type: ignore[arg-type]
     code = write_reports(out, verdicts, meta)
+    _warn_insufficient(verdicts)
     if not found and profile.insufficient_data_fails:
         code = 1
     elif not found:
@@ -66,6 +67,15 @@ def judge(url: str, since: float, until: float, run_id: str | None, topology: st
     doc = json.loads((out / "summary.json").read_text())
     print(f"soak-check: {doc['overall_status'].upper()}: {out / 'summary.md'}")
     return code
+
+
+def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
+    """Missing data is never silent: a warning under smoke, a failure (exit 1) otherwise."""
+    for v in verdicts:
+        missing = [g.name for g in v.gates if g.status == "insufficient_data" and g.severity == "critical"]
+        if missing:
+            level = "failure" if v.profile.insufficient_data_fails else "warning"
+            print(f"soak-check: {level}: {v.topology}: insufficient data for {', '.join(missing)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,17 +112,33 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
     tsdb = run_dir / "prometheus"
     if not tsdb.is_dir():
         raise UsageError(f"{tsdb}: no saved TSDB in this run directory")
-    windows = cfg.get("windows") or {}
-    if not windows:
-        raise UsageError(f"{run_dir / 'run_config.json'}: windows: missing (the run did not finish a topology)")
+    windows = _windows(cfg, run_dir / "run_config.json")
     with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp:
         copy = Path(tmp) / "data"
         shutil.copytree(tsdb, copy, ignore=shutil.ignore_patterns("lock"))
         (Path(tmp) / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-        with start_prometheus(Path(tmp) / "prometheus.yml", copy) as prom:
+        # Unlimited retention: an archived run older than the default 15 days must not be
+        # deleted from the copy before it is judged.
+        with start_prometheus(Path(tmp) / "prometheus.yml", copy,
+                              extra_args=("--storage.tsdb.retention.time=100y",)) as prom:
             since = min(w[0] for w in windows.values())
             until = max(w[1] for w in windows.values())
             return judge(prom.url, since, until, cfg.get("run_id"), None, profile or cfg.get("profile"), out,
                          {"run_dir": run_dir, "scenario": cfg.get("launch", {}).get("scenario", "unknown"),
                           "seed": cfg.get("seed")})
 
+
+def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float]]:
+    """Each topology's (since, until): the runner's ``windows`` map, or ``topologies`` entries
+    ``{name, started_at, ended_at}``."""
+    windows = cfg.get("windows")
+    if isinstance(windows, dict) and windows:
+        return {str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}
+    found = {}
+    for i, t in enumerate(cfg.get("topologies") or []):
+        if not isinstance(t, dict) or not {"name", "started_at", "ended_at"} <= t.keys():
+            raise InputError(path, f"topologies[{i}]", "expected {name, started_at, ended_at}")
+        found[str(t["name"])] = (float(t["started_at"]), float(t["ended_at"]))
+    if not found:
+        raise InputError(path, "windows", "missing (the run did not finish a topology)")
+    return found

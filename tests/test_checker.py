@@ -1,0 +1,222 @@
+"""soak-check against a real Prometheus over backfilled histories with known faults.
+
+One Prometheus per module holds every history (one run_id each); the checker judges each
+run's window as it would an archived soak.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from alerts.profiles import get_profile
+from checker.api import TopologyVerdict, evaluate
+from checker.testing import MiB, Fault, History, backfill
+from soakcore.services import Service, free_port, start_prometheus
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden" / "checker"
+START = 1767225600.0          # 2026-01-01T00:00:00Z: fixed, so outputs are golden-testable
+DURATION = 1800.0
+UNTIL = START + DURATION
+DIST = ("sequencer", "storage", "observer")
+
+HISTORIES = [
+    History("clean", "triad_distributed", DIST, START, DURATION),
+    History("stall", "triad", ("triad",), START, DURATION, faults=(Fault("stall", 900, 1300),)),
+    History("paused", "triad_distributed", DIST, START, DURATION, faults=(Fault("pause", 900, 1300, "sequencer"),)),
+    History("lag", "triad_distributed", DIST, START, DURATION, faults=(Fault("lag", 600, 1200, "storage", 20),)),
+    History("lag_paused", "triad_distributed", DIST, START, DURATION,
+            faults=(Fault("lag", 600, 1200, "storage", 20), Fault("pause", 600, 1200, "storage"))),
+    History("regression", "triad", ("triad",), START, DURATION, faults=(Fault("regression", 1000, 1001, "triad"),)),
+    History("fork", "triad", ("triad",), START, DURATION, faults=(Fault("fork", 1000, 1001),)),
+    History("distfs", "triad", ("triad",), START, DURATION, faults=(Fault("distfs", 600, 1800, "triad", 8),)),
+    History("invariant", "triad", ("triad",), START, DURATION, faults=(Fault("invariant", 1000, 1100, "triad"),)),
+    History("crash", "triad", ("triad",), START, DURATION, faults=(Fault("crash", 1000, 1001, "triad"),)),
+    History("memory", "triad", ("triad",), START, DURATION,
+            faults=(Fault("memory", 300, 1800, "triad", 1024 * MiB),)),
+    History("reports_missing", "triad", ("triad",), START, DURATION,
+            faults=(Fault("reports_missing", 900, 1300, "triad"),)),
+    History("empty", "triad", ("triad",), START, DURATION, with_data=False),
+    History("alerted", "triad", ("triad",), START, DURATION, rules_evaluated=True,
+            faults=(Fault("alert", 900, 1000, "SoakConsensusStalled"),)),
+]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    base = tmp_path_factory.mktemp("checker-prom")
+    backfill(HISTORIES, base / "data")
+    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
+    # Long retention: the fixed 2026-01-01 histories must not be deleted as too old.
+    prom = start_prometheus(base / "prometheus.yml", base / "data",
+                            extra_args=("--storage.tsdb.retention.time=100y",))
+    try:
+        yield prom
+    finally:
+        prom.stop()
+
+
+def judge(prom: Service, run_id: str, profile: str = "soak_smoke") -> TopologyVerdict:
+    topology = next(h.topology for h in HISTORIES if h.run_id == run_id)
+    return evaluate(prom.url, START, UNTIL, run_id=run_id, topology=topology, profile=get_profile(profile))
+
+
+def failing(v: TopologyVerdict) -> set[str]:
+    return {g.name for g in v.gates if g.status == "fail"}
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "checker", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def window(prom: Service, run_id: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return check("--prometheus", prom.url, "--since", str(START), "--until", str(UNTIL),
+                 "--run-id", run_id, "--out", str(out), *extra)
+
+
+@pytest.mark.parametrize("run_id", ["clean", "paused", "lag_paused"])
+def test_a_healthy_history_passes_every_gate_even_with_faults_inside_chaos_windows(
+        prometheus: Service, run_id: str) -> None:
+    v = judge(prometheus, run_id)
+    assert {g.name: g.status for g in v.gates if g.status != "pass"} == {}
+    assert v.status == "ok"
+
+
+@pytest.mark.parametrize(("run_id", "gate", "node"), [
+    ("stall", "consensus_stalled", None),
+    ("lag", "consensus_lag_high", "storage"),
+    ("regression", "committed_height_regressed", "triad"),
+    ("fork", "consensus_fork_detected", None),
+    ("distfs", "distfs_failure_ratio_high", "triad"),
+    ("invariant", "reward_invariant_violated", "triad"),
+    ("crash", "process_crashed", "triad"),
+    ("memory", "memory_growth_high", "triad"),
+    ("reports_missing", "reports_missing", "triad"),
+])
+def test_a_known_fault_fails_exactly_its_gate_with_node_and_time(
+        prometheus: Service, run_id: str, gate: str, node: str | None) -> None:
+    v = judge(prometheus, run_id)
+    assert failing(v) == {gate}
+    result = next(g for g in v.gates if g.name == gate)
+    assert result.value is not None and result.value > result.threshold
+    assert result.worst_node == node
+    fault = next(h.faults[0] for h in HISTORIES if h.run_id == run_id)
+    assert result.first_failed_at is not None
+    assert START + fault.start <= result.first_failed_at <= START + fault.end + 600
+    assert v.status == "failed"
+
+
+def test_old_script_figures_exempt_fault_windows_and_use_nearest_rank(prometheus: Service) -> None:
+    stalled, paused, lag = judge(prometheus, "stall"), judge(prometheus, "paused"), judge(prometheus, "lag")
+    assert stalled.figures["max_stall_secs_observed"] >= 300
+    assert paused.figures["max_stall_secs_observed"] < 60
+    # storage lagged 20 blocks for 600 of 1800 s on one of three nodes: 1/9 of all samples,
+    # above the 5 % tail, so the nearest-rank p95 over all nodes' samples is exactly 20.
+    assert lag.figures["lag_p95"] == 20
+    distfs = judge(prometheus, "distfs").figures
+    assert distfs["distfs_failure_ratio"] == pytest.approx(distfs["distfs_failed_checks"] / distfs["distfs_total_checks"])
+    assert distfs["distfs_failure_ratio"] > 0.25
+    assert judge(prometheus, "invariant").figures["invariant_all_ok"] is False
+
+
+def test_empty_data_is_insufficient_not_pass(prometheus: Service) -> None:
+    smoke, endurance = judge(prometheus, "empty"), judge(prometheus, "empty", "soak_endurance")
+    assert {g.status for g in smoke.gates} == {"insufficient_data"}
+    assert (smoke.metric_gate_status, smoke.status) == ("insufficient_data", "ok")
+    assert endurance.status == "failed"
+
+
+def test_alerts_fired_are_listed_and_a_disagreement_with_the_gates_is_reported(prometheus: Service) -> None:
+    v = judge(prometheus, "alerted")
+    assert [a["alertname"] for a in v.alerts_fired] == ["SoakConsensusStalled"]
+    assert v.disagreements == ("SoakConsensusStalled: alert fired but the gate passed over the window",)
+    # Backfilled history without rule evaluations: no alerts to compare, so no disagreement.
+    assert judge(prometheus, "stall").disagreements == ()
+
+
+def _normalised(path: Path) -> str:
+    doc = json.loads(path.read_text())
+    doc["generated_at_utc"] = doc["run_dir"] = None
+    doc["provenance"].update(version=None, prometheus_url=None)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SOAK_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with SOAK_UPDATE_GOLDEN=1 once and review it"
+    assert text == path.read_text(), f"{name} differs from the golden file (SOAK_UPDATE_GOLDEN=1 to accept)"
+
+
+def test_a_passing_window_exits_0_and_writes_golden_outputs(prometheus: Service, tmp_path: Path) -> None:
+    done = window(prometheus, "clean", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "failures.md").exists()
+    assert (tmp_path / "plots" / "triad_distributed.png").stat().st_size > 10_000
+    assert "<testsuite" in (tmp_path / "junit.xml").read_text()
+    _golden("clean.summary.json", _normalised(tmp_path / "summary.json"))
+    _golden("clean.timeline.csv", (tmp_path / "timeline.csv").read_text())
+
+
+def test_a_failing_window_exits_1_with_a_reproducible_failure_report(prometheus: Service, tmp_path: Path) -> None:
+    done = window(prometheus, "stall", tmp_path)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["overall_status"] == "failed"
+    assert doc["gate_failures"][0]["topology"] == "triad"
+    failures = (tmp_path / "failures.md").read_text()
+    assert "SoakConsensusStalled" in failures and doc["topologies"][0]["gates"]["consensus_stalled"]["query"] in failures
+    junit = (tmp_path / "junit.xml").read_text()
+    assert junit.count("<failure") == 1
+    _golden("stall.failures.md", failures)
+
+
+def test_missing_data_warns_under_smoke_and_fails_under_endurance(prometheus: Service, tmp_path: Path) -> None:
+    smoke = window(prometheus, "empty", tmp_path / "smoke", "--profile", "soak_smoke")
+    assert smoke.returncode == 0 and "warning" in smoke.stderr and "insufficient data" in smoke.stderr
+    endurance = window(prometheus, "empty", tmp_path / "endurance", "--profile", "soak_endurance")
+    assert endurance.returncode == 1, endurance.stderr
+    unknown = window(prometheus, "no_such_run", tmp_path / "none", "--profile", "soak_endurance")
+    assert unknown.returncode == 1 and "no soak run" in unknown.stderr
+
+
+def test_an_unreachable_prometheus_exits_3_with_the_reason(tmp_path: Path) -> None:
+    done = check("--prometheus", f"http://127.0.0.1:{free_port()}", "--since", "30m", "--out", str(tmp_path))
+    assert done.returncode == 3
+    assert "unreachable" in done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--since", "30m"],
+    ["--prometheus", "http://127.0.0.1:1", "--since", "yesterday-ish"],
+    ["--prometheus", "http://127.0.0.1:1", "--since", "10m", "--until", "20m"],
+    ["--prometheus", "http://127.0.0.1:1", "--since", "10m", "--profile", "soak_nope"],
+])
+def test_bad_arguments_exit_2_before_anything_is_queried(args: list[str], tmp_path: Path) -> None:
+    done = check(*args, "--out", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("soak-check: error:") or "usage" in done.stderr
+
+
+def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus: Service, tmp_path: Path) -> None:
+    run_dir = tmp_path / "20260101-000000"
+    data = Path(prometheus.log_path).parent / "data"
+    shutil.copytree(data, run_dir / "prometheus", ignore=shutil.ignore_patterns("lock", "wal", "chunks_head"))
+    (run_dir / "run_config.json").write_text(json.dumps({
+        "run_id": "stall", "profile": "soak_smoke", "topologies": [
+            {"name": "triad", "started_at": START, "ended_at": UNTIL}]}))
+    done = check("--run-dir", str(run_dir))
+    assert done.returncode == 1, done.stderr
+    doc = json.loads((run_dir / "summary.json").read_text())
+    assert doc["topologies"][0]["gates"]["consensus_stalled"]["status"] == "fail"
+    assert (run_dir / "failures.md").exists()
