@@ -4,8 +4,11 @@ A file that does not parse is retried while it may still be being written (the r
 writes non-atomically); once it has been unchanged for ``settle_s`` it is counted once
 under its reason and logged once. Files are taken in epoch-index order.
 
-Cost does not grow with the run: the directory is listed only when its mtime moved (a file
-was created) or is too recent to trust, and only pending files are stat'ed on other polls.
+Cost does not grow with the run: when the directory's mtime moved (a file was created) the
+next epoch numbers are probed by name; the directory is listed in full only on the first
+poll, when it moved and no expected name appeared (a gap, an index reset), or when it moved
+and the last full listing is ``FULL_LIST_S`` old (a stray file beside the expected one).
+Only pending files are stat'ed on other polls.
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ RETRIED = frozenset({"partial", "invalid_json", "schema"})
 # A directory mtime this close to now may hide a file created in the same timestamp tick
 # as our last listing, so such a directory is listed again (git's "racy" rule).
 RACY_S = 2.0
+# Bound on how late an out-of-sequence file beside in-sequence ones is noticed; a full
+# listing of 100k files costs ~0.1 s, so this keeps its share of scrape time small.
+FULL_LIST_S = 30.0
 
 
 @dataclass
@@ -37,6 +43,8 @@ class ReportDir:
     done: set[str] = field(default_factory=set)  # parsed or given up on; never read again
     pending: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # name -> size, mtime_ns, since
     _listed_mtime_ns: int | None = None
+    _high: int = -1  # highest epoch index seen: the next file is probably _high + 1
+    _full_listed_at: float = float("-inf")
 
     def poll(self) -> tuple[list[Report], list[str]]:
         """New reports (in epoch order) and new error reasons since the last poll."""
@@ -48,7 +56,7 @@ class ReportDir:
             log.warning("%s: cannot list report dir: %s", self.path, exc.strerror)
             return [], []
         reports, errors = [], []
-        for name in sorted(names | set(self.pending), key=lambda n: int(REPORT_NAME.match(n).group(1))):  # type: ignore[union-attr]
+        for name in sorted(names | set(self.pending), key=_index):
             result = self._read(name)
             if isinstance(result, Report):
                 reports.append(result)
@@ -58,12 +66,24 @@ class ReportDir:
 
     def _new_names(self) -> set[str]:
         st = os.stat(self.path)
-        if st.st_mtime_ns == self._listed_mtime_ns and self.clock() - st.st_mtime > RACY_S:
+        moved = st.st_mtime_ns != self._listed_mtime_ns
+        if not moved and self.clock() - st.st_mtime > RACY_S:
             return set()
-        with os.scandir(self.path) as it:
-            names = {e.name for e in it if e.name not in self.done and REPORT_NAME.match(e.name)}
+        names = self._probe() if self._listed_mtime_ns is not None else set()
+        if moved and (not names or self.clock() - self._full_listed_at >= FULL_LIST_S):
+            with os.scandir(self.path) as it:
+                names = {e.name for e in it if e.name not in self.done and REPORT_NAME.match(e.name)}
+            self._full_listed_at = self.clock()
         self._listed_mtime_ns = st.st_mtime_ns
+        self._high = max([self._high, *(_index(n) for n in names)])
         return names
+
+    def _probe(self) -> set[str]:
+        names, index = set(), self._high + 1
+        while os.path.lexists(self.path / f"epoch-{index}.json"):
+            names.add(f"epoch-{index}.json")
+            index += 1
+        return names - self.done
 
     def _read(self, name: str) -> Report | str | None:
         path = self.path / name
@@ -109,3 +129,8 @@ class ReportDir:
         self.pending.pop(name, None)
         log.warning("%s: %s (counted as %s)", self.path / name, exc, exc.reason)
         return exc.reason
+
+
+def _index(name: str) -> int:
+    match = REPORT_NAME.match(name)
+    return int(match.group(1)) if match else -1

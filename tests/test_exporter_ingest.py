@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import Setup, SoakCollector, Source
-from exporter.ingest import ReportDir
+from exporter.ingest import FULL_LIST_S, ReportDir
 from soakcore.runstate import CHAOS_ACTIONS, ChaosActive, ChaosCount, NodeState, RunState, write_run_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
@@ -107,6 +107,20 @@ def test_a_quiet_directory_is_not_listed_again_so_cost_does_not_grow_with_histor
     assert [r.epoch_index for r in rdir.poll()[0]] == [1]
 
 
+def test_a_stray_out_of_sequence_file_is_found_by_the_periodic_full_listing(tmp_path: Path) -> None:
+    now = [1000.0]
+    rdir = ReportDir("n", tmp_path, clock=lambda: now[0])
+    write(tmp_path, doc(0, 1))
+    assert len(rdir.poll()[0]) == 1
+    write(tmp_path, doc(1, 2))
+    write(tmp_path, doc(50, 3))  # beside the expected epoch-1: not probed for
+    now[0] += 5
+    assert [r.epoch_index for r in rdir.poll()[0]] == [1]
+    now[0] += FULL_LIST_S
+    write(tmp_path, doc(2, 4))
+    assert [r.epoch_index for r in rdir.poll()[0]] == [2, 50]
+
+
 def test_height_regression_is_counted_and_progress_time_moves_only_on_a_rise(tmp_path: Path) -> None:
     s = scraper({"n": tmp_path})
     write(tmp_path, doc(0, 10, at_ms=1_000_000))
@@ -149,7 +163,7 @@ def test_an_exporter_restarted_mid_run_continues_every_counter_exactly(tmp_path:
         write(dirs["b"], doc(epoch, epoch + 1, block_hash="fork" if epoch == 2 else None))
         (dirs["a"] / f"epoch-{epoch}.json.tmp").write_text("ignored")
         if epoch == 1:
-            (dirs["b"] / "epoch-99.json").write_text("{broken")
+            (dirs["b"] / "epoch-1.json").write_text("{broken")
         if epoch == 3:  # a fresh exporter over the same files, mid-run
             assert scraper(dirs).counters() == first.counters()
         else:
