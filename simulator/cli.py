@@ -41,7 +41,9 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="soak-sim", description="Simulated Agent World node (world_viewer_live flags).")
+    # allow_abbrev=False: a misspelt fault flag must fail, not silently match a longer one.
+    p = argparse.ArgumentParser(prog="soak-sim", allow_abbrev=False,
+                                description="Simulated Agent World node (world_viewer_live flags).")
     p.add_argument("scenario")
     p.add_argument("--topology", choices=("triad", "triad_distributed"), default="triad")
     p.add_argument("--node-role", choices=ROLES)
@@ -72,9 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fault_config(a: argparse.Namespace) -> FaultConfig:
+def check_args(a: argparse.Namespace) -> None:
+    """Cross-flag rules argparse cannot express; all checked before anything starts."""
+    validate_name("scenario", a.scenario)
+    validate_name("node id", a.node_id)
     if a.fault_distfs_fail_ratio > 1:
         raise UsageError(f"--fault-distfs-fail-ratio: must be within 0..1, got {a.fault_distfs_fail_ratio}")
+    if a.node_tick_ms < 1:
+        raise UsageError("--node-tick-ms: must be at least 1")
+    if a.reward_runtime_epoch_duration_secs <= 0:
+        raise UsageError("--reward-runtime-epoch-duration-secs: must be positive")
+    if a.reward_runtime_enable and a.reward_runtime_report_dir is None:
+        raise UsageError("--reward-runtime-enable needs --reward-runtime-report-dir")
+    if a.topology == "triad_distributed":
+        if a.node_role is None:
+            raise UsageError("--node-role is required with --topology triad_distributed")
+        if a.triad_sequencer_gossip is None:
+            raise UsageError("--triad-sequencer-gossip is required with --topology triad_distributed")
+
+
+def fault_config(a: argparse.Namespace) -> FaultConfig:
     return FaultConfig(a.fault_leak_bytes_per_sec, a.fault_fd_leak_per_sec, a.fault_disk_bytes_per_sec,
                        a.fault_stall_at_sec, a.fault_regress_at_sec, a.fault_regress_by, a.fault_fork_at_sec,
                        a.fault_invariant_at_sec, a.fault_distfs_fail_ratio, a.fault_distfs_fail_reason,
@@ -83,16 +102,13 @@ def fault_config(a: argparse.Namespace) -> FaultConfig:
 
 def build_nodes(a: argparse.Namespace, faults: Faults, work: Path) -> list[Node]:
     world = f"live-{a.scenario}"
-    base = validate_name("node id", a.node_id)
+    base = a.node_id
     if a.topology == "triad":
         host, port = a.bind
         addrs = [(host, port + i) for i in range(3)]
-        return [Node(f"{base}-{role}", role, world, addrs[i], addrs, work, faults, a.seed)
+        # A fork needs one node to disagree with its peers: in triad the embedded storage node.
+        return [Node(f"{base}-{role}", role, world, addrs[i], addrs, work, faults, a.seed, role == "storage")
                 for i, role in enumerate(ROLES)]
-    if a.node_role is None:
-        raise UsageError("--node-role is required with --topology triad_distributed")
-    if a.triad_sequencer_gossip is None:
-        raise UsageError("--triad-sequencer-gossip is required with --topology triad_distributed")
     peers = [x for x in (a.triad_sequencer_gossip, a.triad_storage_gossip, a.triad_observer_gossip) if x]
     return [Node(f"{base}-{a.node_role}", a.node_role, world, a.bind, peers, work, faults, a.seed)]
 
@@ -110,8 +126,9 @@ class Sim:
         self.report_dir = a.reward_runtime_report_dir if a.reward_runtime_enable else None
         if self.report_dir:
             self.report_dir.mkdir(parents=True, exist_ok=True)
-        self.tick_s = max(a.node_tick_ms, 1) / 1000
-        self.epoch_s = max(a.reward_runtime_epoch_duration_secs, 0.1)
+        self.tick_s = a.node_tick_ms / 1000
+        self.epoch_s = a.reward_runtime_epoch_duration_secs
+        self.epochs_written = 0
         self.stop = threading.Event()
         self.status: dict[str, Any] = {}
 
@@ -128,6 +145,15 @@ class Sim:
         except (OSError, ValueError, KeyError, TypeError):
             self.storage.challenges_per_tick = 1
 
+    def write_epoch(self, now_ms: int, elapsed: float) -> None:
+        assert self.report_dir is not None
+        self.epochs_written += 1
+        doc = epoch_report(self.reporter, self.storage, now_ms, self.invariant_ok(elapsed), self.epochs_written)
+        # Bump and persist the index before the slow write: a crash mid-write never reuses N.
+        self.reporter.state.epoch_index += 1
+        self.reporter.persist()
+        write_report(self.report_dir, doc, self.faults.cfg.partial_report, self.faults.cfg.slow_write_ms)
+
     def run(self) -> int:
         start = time.monotonic()
         next_epoch = start + self.epoch_s
@@ -138,10 +164,9 @@ class Sim:
             for node in self.nodes:
                 node.tick(now_ms, elapsed)
             if self.report_dir and time.monotonic() >= next_epoch:
-                next_epoch += self.epoch_s
-                doc = epoch_report(self.reporter, self.storage, now_ms, self.invariant_ok(elapsed))
-                write_report(self.report_dir, doc, self.faults.cfg.partial_report, self.faults.cfg.slow_write_ms)
-                self.reporter.state.epoch_index += 1
+                # After a SIGSTOP the node writes one report, not a burst of catch-up reports.
+                next_epoch = max(next_epoch + self.epoch_s, time.monotonic())
+                self.write_epoch(now_ms, elapsed)
             self.status = chain_status(self.reporter, self.storage, now_ms, self.invariant_ok(elapsed),
                                        self.report_dir or self.work)
             for node in self.nodes:
@@ -173,6 +198,7 @@ def serve_status(sim: Sim, addr: Addr) -> ThreadingHTTPServer:
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         args = build_parser().parse_args(argv)
+        check_args(args)
         sim = Sim(args)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sim.stop.set())

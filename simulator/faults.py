@@ -15,7 +15,7 @@ from typing import IO
 @dataclass(frozen=True)
 class FaultConfig:
     leak_bytes_per_sec: int = 0
-    fd_leak_per_sec: int = 0
+    fd_leak_per_sec: float = 0.0
     disk_bytes_per_sec: int = 0
     stall_at_sec: float | None = None
     regress_at_sec: float | None = None

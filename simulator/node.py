@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from simulator.faults import Faults
-from simulator.storage import BlobStore, Counters
+from simulator.storage import BlobStore, Counters, TickChallenges
 
 Addr = tuple[str, int]
-PEER_STALE_MS = 60_000
 
 
 def block_hash(world_id: str, height: int, forked: bool = False) -> str:
@@ -46,7 +45,7 @@ class Persisted:
 
 class Node:
     def __init__(self, node_id: str, role: str, world_id: str, bind: Addr, peers: list[Addr],
-                 state_dir: Path, faults: Faults, seed: int) -> None:
+                 state_dir: Path, faults: Faults, seed: int, can_fork: bool = True) -> None:
         self.node_id, self.role, self.world_id = node_id, role, world_id
         self.peers = [p for p in peers if p != bind]
         self.faults = faults
@@ -56,6 +55,7 @@ class Node:
         self.last_status: str | None = "Committed" if self.state.committed_height else None
         self.last_error: str | None = None
         self.forked_at: int | None = None
+        self.can_fork = can_fork
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(bind)
@@ -63,6 +63,7 @@ class Node:
         self.store = BlobStore(state_dir / "output" / "node-distfs" / node_id / "store", seed) \
             if role == "storage" else None
         self.challenges_per_tick = 1
+        self.last_tick = TickChallenges()
 
     def _load(self) -> Persisted:
         try:
@@ -93,11 +94,10 @@ class Node:
         self.receive(now_ms, elapsed)
         if self.faults.regressed(elapsed) and not self.state.regressed:
             self.state.regressed = True
-        if self.faults.forked(elapsed) and self.forked_at is None:
+        if self.can_fork and self.faults.forked(elapsed) and self.forked_at is None:
             self.forked_at = max(1, self.state.committed_height)
         if self.role == "sequencer" and not self.faults.stalled(elapsed):
             self._commit(self.state.committed_height + 1, now_ms)
-        self.heads = {k: h for k, h in self.heads.items() if now_ms - h.committed_at_ms < PEER_STALE_MS}
         self.broadcast()
         if self.store is not None:
             self.run_challenges(now_ms)
@@ -111,11 +111,13 @@ class Node:
     def receive(self, now_ms: int, elapsed: float) -> None:
         while True:
             try:
-                data, _ = self.sock.recvfrom(65536)
+                data, sender = self.sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. ECONNREFUSED surfaced from an earlier send
-                self.last_error = f"recv: {exc.strerror}"
+            except OSError as exc:
+                # A dead peer's ECONNREFUSED from an earlier send surfaces here: tolerated.
+                if exc.errno != errno.ECONNREFUSED:
+                    self.last_error = f"recv: {exc.strerror}"
                 continue
             try:
                 msg = json.loads(data)
@@ -123,6 +125,9 @@ class Node:
             except (ValueError, KeyError, TypeError):
                 continue
             self.heads[head.node_id] = head
+            if sender not in self.peers:
+                # Like the real node's peer discovery: whoever gossips to us gets our heads back.
+                self.peers.append(sender)
             # Followers commit what the sequencer has committed and they actually received.
             if (self.role != "sequencer" and msg.get("role") == "sequencer"
                     and head.height > self.state.committed_height and not self.faults.stalled(elapsed)):
@@ -141,18 +146,21 @@ class Node:
 
     def run_challenges(self, now_ms: int) -> None:
         assert self.store is not None
-        c = self.state.distfs
+        c, t = self.state.distfs, TickChallenges()
         c.rounds += 1
         for _ in range(self.challenges_per_tick):
-            reason, _ref = self.store.challenge(c.cursor, c.rounds * 131, self.faults.distfs_failure())
+            reason, t.last_reference = self.store.challenge(c.cursor, c.rounds * 131, self.faults.distfs_failure())
+            t.last_reason = reason
             c.cursor += 1
-            c.total += 1
-            if reason is None:
-                c.passed += 1
-            else:
-                c.failed += 1
-                c.reasons[reason] = c.reasons.get(reason, 0) + 1
+            for counts in (c, t):
+                counts.total += 1
+                if reason is None:
+                    counts.passed += 1
+                else:
+                    counts.failed += 1
+                    counts.reasons[reason] = counts.reasons.get(reason, 0) + 1
         c.last_probe_ms = now_ms
+        self.last_tick = t
 
     def peer_heads(self) -> list[dict[str, Any]]:
         return [{"node_id": h.node_id, "height": h.height, "block_hash": h.block_hash,

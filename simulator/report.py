@@ -41,14 +41,52 @@ def _distfs(node: Node, now_ms: int) -> tuple[dict[str, Any] | None, dict[str, A
     }
     if node.store is None:
         return None, cursor
+    t = node.last_tick
+    proof = {"node_id": node.node_id, "sample_source": "LOCAL_STORE_INDEX", "sample_reference": t.last_reference,
+             "failure_reason": t.last_reason, "proof_kind_hint": "chunk_hash:v1",
+             "vrf_seed_hint": f"{node.world_id}:{node.node_id}:{now_ms}:{c.cursor}:0",
+             "post_commitment_hint": node.own_hash(node.committed_height) or ""} if t.total else None
     tick = {"node_id": node.node_id, "world_id": node.world_id, "observed_at_unix_ms": now_ms,
-            "total_checks": node.challenges_per_tick, "passed_checks": node.challenges_per_tick,
-            "failed_checks": 0, "failure_reasons": {}, "latest_proof_semantics": None}
+            "total_checks": t.total, "passed_checks": t.passed, "failed_checks": t.failed,
+            "failure_reasons": dict(t.reasons), "latest_proof_semantics": proof}
     return tick, cursor
 
 
-def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok: bool) -> dict[str, Any]:
-    """A full G1 document. In triad mode the sequencer reports the storage node's DistFS."""
+def _network_challenge(world: str) -> dict[str, Any]:
+    return {"mode": "fallback_local", "request_topic": f"aw.{world}.distfs.challenge.request",
+            "proof_topic": f"aw.{world}.distfs.challenge.proof", "known_storage_targets": [],
+            "issued_challenge_ids": [], "answered_challenge_ids": [], "accepted_proof_ids": [],
+            "timed_out_challenge_ids": [], "probe_report": None}
+
+
+def _transport(node: Node, world: str, attempts: int) -> dict[str, Any]:
+    """Attempt counters count this process's epochs: they reset on restart, like the real node's."""
+    leader = next((h for h in node.heads.values() if h.node_id.endswith("-sequencer")), None)
+    leader_id = node.node_id if node.role == "sequencer" else (leader.node_id if leader else None)
+    leader_at = node.state.last_committed_at_ms if node.role == "sequencer" else (
+        leader.committed_at_ms if leader else None)
+    return {"network_enabled": True, "settlement_topic": f"aw.{world}.reward.settlement",
+            "should_publish_settlement": node.role == "sequencer", "settlement_leader_node_id": leader_id,
+            "leader_last_commit_at_ms": leader_at, "leader_is_stale": False, "settlement_failover_enabled": True,
+            "failover_publisher_node_id": None, "published_settlement_envelope_id": None,
+            "applied_settlement_envelope_ids": [], "settlement_apply_attempts_this_tick": 0,
+            "settlement_apply_failures_this_tick": 0, "settlement_apply_attempts_total": attempts,
+            "settlement_apply_failures_total": 0, "settlement_apply_failure_ratio": 0.0,
+            "observer_trace_threshold_met": True, "settlement_skipped_reason": None}
+
+
+def _settlement(node_id: str, epoch: int) -> dict[str, Any]:
+    return {"node_id": node_id, "obligation_met": True, "compute_score": 1.0, "storage_score": 0.0,
+            "uptime_score": 1.0, "reliability_score": 1.0, "storage_reward_score": 0.0,
+            "rewardable_storage_bytes": 0, "penalty_score": 0.0, "total_score": 0.55,
+            "main_awarded_points": 340, "storage_awarded_points": 0, "awarded_points": 340,
+            "cumulative_points": 340 * (epoch + 1)}
+
+
+def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok: bool,
+                 epochs_this_process: int) -> dict[str, Any]:
+    """A full G1 document. In triad mode the one process hosts the storage node, so the
+    sequencer's report carries that node's DistFS state (one report per process)."""
     dist_node = storage or reporter
     challenge, cursor = _distfs(dist_node, now_ms)
     epoch, nid, world = reporter.state.epoch_index, reporter.node_id, reporter.world_id
@@ -68,7 +106,7 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
                                                     "failure_backoff_base_ms": 0, "failure_backoff_max_ms": 0,
                                                     **{f"backoff_multiplier_{k}": 1 for k in REASON_KEYS}}},
         "distfs_probe_cursor_state": cursor,
-        "distfs_network_challenge": None,
+        "distfs_network_challenge": _network_challenge(world) if challenge else None,
         "execution_bridge_state": {"last_applied_committed_height": reporter.committed_height,
                                    "last_execution_block_hash": reporter.own_hash(reporter.committed_height),
                                    "last_execution_state_root": reporter.own_hash(reporter.committed_height),
@@ -76,16 +114,14 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
         "execution_bridge_records": [],
         "settlement_report": {"epoch_index": epoch, "pool_points": 1000, "storage_pool_points": 0,
                               "distributed_points": 1000, "storage_distributed_points": 0,
-                              "total_distributed_points": 1000, "settlements": []},
+                              "total_distributed_points": 1000, "settlements": [_settlement(nid, epoch)]},
         "minted_records": [],
         "reward_observation_traces": {"network_enabled": True, "observation_topic": f"aw.{world}.reward.observation",
                                       "min_observer_traces": 1, "observer_trace_count_for_epoch": len(reporter.heads) + 1,
                                       "observer_nodes_for_epoch": sorted([nid, *reporter.heads]),
                                       "applied_trace_ids_this_tick": [], "applied_observer_node_ids_this_tick": [],
                                       "applied_traces_this_tick": []},
-        "reward_settlement_transport": {"network_enabled": True, "settlement_topic": f"aw.{world}.reward.settlement",
-                                        "settlement_apply_attempts_total": epoch, "settlement_apply_failures_total": 0,
-                                        "settlement_apply_failure_ratio": 0.0},
+        "reward_settlement_transport": _transport(reporter, world, epochs_this_process),
         "node_balances": {nid: balance},
         "reserve": {"epoch_index": epoch, "available_power_units": 100000, "redeemed_power_units": 0},
         "reward_asset_invariant_status": {"ok": invariant_ok, "violation_count": len(violations)},

@@ -27,6 +27,18 @@ class Counters:
     last_probe_ms: int | None = None
 
 
+@dataclass
+class TickChallenges:
+    """One tick's checks: what ``distfs_challenge_report`` covers (not persisted)."""
+
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    last_reference: str = ""
+    last_reason: str | None = None
+
+
 class BlobStore:
     def __init__(self, root: Path, seed: int) -> None:
         self.root = root
@@ -48,23 +60,27 @@ class BlobStore:
     def challenge(self, cursor: int, offset: int, forced_reason: str | None) -> tuple[str | None, str]:
         """Check one blob: read a sample at ``offset`` and verify the blob's hash.
 
-        ``forced_reason`` makes the check fail the real way for that reason (a fault switch):
-        MISSING_SAMPLE reads a sample that is not there, HASH_MISMATCH checks against a
-        corrupted digest; others are reported as that reason. Returns (reason|None, ref).
+        ``forced_reason`` (a fault switch) makes the check fail the real way where one exists:
+        MISSING_SAMPLE reads a file that is not there, READ_IO_ERROR reads a directory,
+        HASH_MISMATCH checks against a corrupted digest; the others (TIMEOUT, SIGNATURE_INVALID,
+        UNKNOWN) are reported as that reason after a good read.
+        Returns (failure reason or None, sample reference = sha256 of the sample).
         """
         name = self.names[cursor % len(self.names)]
-        path = self.root / (name + ".missing" if forced_reason == "MISSING_SAMPLE" else name)
+        path = {"MISSING_SAMPLE": self.root / (name + ".missing"), "READ_IO_ERROR": self.root}.get(
+            forced_reason or "", self.root / name)
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
         except FileNotFoundError:
-            return "MISSING_SAMPLE", name
+            return "MISSING_SAMPLE", self.index[name]
         except OSError:
-            return "READ_IO_ERROR", name
+            return "READ_IO_ERROR", self.index[name]
         sample = data[offset % max(1, len(data) - SAMPLE_BYTES):][:SAMPLE_BYTES]
+        ref = hashlib.sha256(sample).hexdigest()
         expected = self.index[name]
         if forced_reason == "HASH_MISMATCH":
             expected = hashlib.sha256(expected.encode()).hexdigest()
         if hashlib.sha256(data).hexdigest() != expected or not sample:
-            return "HASH_MISMATCH", name
-        return forced_reason, name
+            return "HASH_MISMATCH", ref
+        return forced_reason, ref
