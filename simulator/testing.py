@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from soakcore.errors import SoakError
 from soakcore.services import free_port, http_get_json
 
 ROLES = ("sequencer", "storage", "observer")
@@ -129,7 +130,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             if pred():
                 return
-        except (OSError, ValueError, KeyError) as exc:  # not up yet / file mid-write
+        except (SoakError, OSError, ValueError, KeyError) as exc:  # not up yet / file mid-write
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
