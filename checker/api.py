@@ -49,6 +49,7 @@ class TopologyVerdict:
     # False when no rule evaluation (soak:gate_value) exists in the window, as on backfilled
     # or archived data: then there are no alerts to compare with, and no disagreement.
     rules_evaluated: bool = True
+    prometheus_version: str | None = None
 
     @property
     def metric_gate_status(self) -> str:
@@ -167,7 +168,7 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     disagreements = _disagreements(results, fired) if evaluated else ()
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries, evaluated)
+                           series, timeline, prom.queries, evaluated, prom.version())
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:

@@ -48,5 +48,6 @@ class Prom:
                                                  "step": f"{max(step, 0.001):.3f}"})
         return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in data["result"]]
 
-    def ready(self) -> None:
-        self._get("/api/v1/query", {"query": "1"})
+    def version(self) -> str | None:
+        """The server's version, for provenance (None if it does not say)."""
+        return self._get("/api/v1/status/buildinfo", {}).get("version")

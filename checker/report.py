@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -13,8 +14,8 @@ from xml.etree import ElementTree as ET
 
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
+from checker.failures import failures_markdown, fmt
 from checker.plots import plot_topology
-from soakcore.logs import tail
 
 
 def iso(ts: float | None) -> str | None:
@@ -48,6 +49,10 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str) -> d
                            "first_failed_at": iso(g.first_failed_at)} for g in (v.gates if v else ())},
         "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
         "window": {"since": iso(v.since), "until": iso(v.until)} if v else None,
+        "chaos_windows": [{**w, "start": iso(w["start"]), "end": iso(w["end"])}
+                          for w in (v.series.get("chaos_windows", []) if v else [])],
+        "alert_crosscheck": ("done" if v.rules_evaluated else "skipped: no rule evaluations in the window")
+        if v else "skipped: no data",
     }
 
 
@@ -77,10 +82,29 @@ def summary(verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> dict[str, Any
         "gate_failures": [{"topology": t["topology"], "reason": note} for t in tops
                           if t["status"] != "ok" for note in (t["metric_gate"]["notes"] or [t["process_status"]])],
         "topologies": tops, "overall_status": overall,
+        "gates": _worst_gates(tops),
+        "alerts_fired": [{"topology": t["topology"], **a} for t in tops for a in t["alerts_fired"]],
+        "disagreements": [{"topology": t["topology"], "reason": d} for t in tops for d in t["disagreements"]],
         "provenance": {"seed": meta.seed, "chaos_plan": meta.chaos_plan, "profile": meta.profile.name,
-                       "version": _version(), "prometheus_url": meta.prometheus_url,
+                       "run_ids": sorted({v.run_id or "" for v in verdicts}),
+                       "versions": {"agent_world_soak": _version(), "python": platform.python_version(),
+                                    "prometheus": next((v.prometheus_version for v in verdicts), None)},
+                       "prometheus_url": meta.prometheus_url,
                        "queries": sum(v.queries for v in verdicts)},
     }
+
+
+SEVERITY_ORDER = {"fail": 2, "insufficient_data": 1, "pass": 0}
+
+
+def _worst_gates(tops: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per gate, the worst topology's result (fail > insufficient_data > pass), naming it."""
+    worst: dict[str, Any] = {}
+    for t in tops:
+        for name, g in t["gates"].items():
+            if name not in worst or SEVERITY_ORDER[g["status"]] > SEVERITY_ORDER[worst[name]["status"]]:
+                worst[name] = {**g, "topology": t["topology"]}
+    return worst
 
 
 def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> int:
@@ -94,12 +118,8 @@ def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunM
     _timeline(out_dir / "timeline.csv", verdicts)
     _junit(out_dir / "junit.xml", doc)
     if doc["overall_status"] != "ok":
-        (out_dir / "failures.md").write_text(_failures(doc, meta))
+        (out_dir / "failures.md").write_text(failures_markdown(doc, meta.run_dir))
     return 0 if doc["overall_status"] == "ok" else 1
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -112,7 +132,7 @@ def _markdown(doc: dict[str, Any]) -> str:
                   "", "| gate | severity | status | value | threshold | worst node |", "|---|---|---|---|---|---|"]
         for name, g in t["gates"].items():
             mark = {"pass": "pass", "fail": "**FAIL**", "insufficient_data": "_insufficient data_"}[g["status"]]
-            lines.append(f"| {g['alert']} | {g['severity']} | {mark} | {_fmt(g['value'])} | {_fmt(g['threshold'])} "
+            lines.append(f"| {g['alert']} | {g['severity']} | {mark} | {fmt(g['value'])} | {fmt(g['threshold'])} "
                          f"| {g['worst_node'] or '-'} |")
         if t["alerts_fired"]:
             lines += ["", "Alerts fired: " + ", ".join(sorted({a.get('alertname', '?') for a in t["alerts_fired"]}))]
@@ -121,31 +141,6 @@ def _markdown(doc: dict[str, Any]) -> str:
         for n in t["notes"]:
             lines.append(f"- note: {n}")
         lines += ["", f"![{t['topology']}](plots/{t['topology']}.png)", ""]
-    return "\n".join(lines) + "\n"
-
-
-def _failures(doc: dict[str, Any], meta: RunMeta) -> str:
-    chaos = (meta.run_dir / "chaos_events.log").read_text().splitlines()[1:] if meta.run_dir and \
-        (meta.run_dir / "chaos_events.log").exists() else []
-    lines = ["# Failures", ""]
-    for t in doc["topologies"]:
-        for name, g in t["gates"].items():
-            if g["status"] == "pass" or (g["severity"] != "critical"):
-                continue
-            lines += [f"## {t['topology']}: {g['alert']} — {g['status']}", "",
-                      f"- when: {g['first_failed_at'] or 'n/a'}; worst node: {g['worst_node'] or '-'}; "
-                      f"value {_fmt(g['value'])} vs threshold {_fmt(g['threshold'])}", "",
-                      "Reproduce:", "```promql", g["query"], "```"]
-            near = [c for c in chaos if f"|{t['topology']}|" in c]
-            if near:
-                lines += ["Chaos events of this topology:", "```", *near[-10:], "```"]
-            node = g["worst_node"]
-            if meta.run_dir and node:
-                err = tail(meta.run_dir / t["topology"] / "nodes" / node / "stderr.log", 1500)
-                lines += [f"Tail of {node}/stderr.log:", "```", err or "(empty)", "```"]
-            lines.append("")
-        if t["status"] != "ok" and not any(g["status"] != "pass" for g in t["gates"].values()):
-            lines += [f"## {t['topology']}: {t['status']} (process {t['process_status']})", *t["notes"], ""]
     return "\n".join(lines) + "\n"
 
 
@@ -167,7 +162,7 @@ def _junit(path: Path, doc: dict[str, Any]) -> None:
         for name, g in gates.items():
             case = ET.SubElement(suite, "testcase", classname=f"soak.{t['topology']}", name=name)
             if g["status"] == "fail":
-                ET.SubElement(case, "failure", message=f"{_fmt(g['value'])} > {_fmt(g['threshold'])}").text = g["query"]
+                ET.SubElement(case, "failure", message=f"{fmt(g['value'])} > {fmt(g['threshold'])}").text = g["query"]
             elif g["status"] == "insufficient_data":
                 ET.SubElement(case, "skipped", message="insufficient data")
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

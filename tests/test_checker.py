@@ -145,7 +145,7 @@ def test_alerts_fired_are_listed_and_a_disagreement_with_the_gates_is_reported(p
 def _normalised(path: Path) -> str:
     doc = json.loads(path.read_text())
     doc["generated_at_utc"] = doc["run_dir"] = None
-    doc["provenance"].update(version=None, prometheus_url=None)
+    doc["provenance"].update(versions=None, prometheus_url=None)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
