@@ -125,7 +125,8 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
     start = min(since + _secs(g.for_), until - step)
     query = f"max by ({by}) (max_over_time({_window(_sustained(g), start, until, step)}))"
     rows = [(lab, v) for lab, v in prom.instant(query, until) if _matches(lab, run_id, topology) and not math.isnan(v)]
-    worst = max(rows, key=lambda r: r[1], default=None)
+    # Ties go to the first node by name, so the same data always names the same node.
+    worst = min(rows, key=lambda r: (-r[1], r[0].get("node", "")), default=None)
     value = worst[1] if worst else None
     if value is not None and value > threshold:
         first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, until, step)
