@@ -1,0 +1,206 @@
+"""Every chaos action takes effect on real simulator processes and is always healed; a node
+that dies outside chaos is supervised as a crash, never counted as chaos."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+
+from runner import netcut
+from runner.chaos import PRESSURE_FILE, ChaosLog
+from runner.cli import build_parser, resolve
+from runner.plan import ChaosEvent
+from runner.soak import Topology
+
+BASE_PORT = 33400  # this file's own port range (the gate matrix uses 21000-23000)
+
+
+def _topology(tmp: Path, name: str, index: int, *extra: str) -> Topology:
+    args = build_parser().parse_args(["--topology", name, "--out-dir", str(tmp), "--base-port", str(BASE_PORT),
+                                      "--tick-ms", "100", "--epoch-secs", "1", "--seed", "3", *extra])
+    cfg = resolve(args)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    return Topology(cfg, index, name, ChaosLog(cfg.run_dir / "chaos_events.log"))
+
+
+def _stop(topo: Topology) -> None:
+    topo.chaos.heal_all()
+    for node in topo.nodes.values():
+        node.stop()
+
+
+def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def _phases(topo: Topology, event_id: str) -> list[str]:
+    lines = topo.chaos.log.path.read_text().splitlines()[1:]
+    return [line.split("|")[3] for line in lines if line.split("|")[2] == event_id]
+
+
+def _finished(topo: Topology, ev: ChaosEvent) -> bool:
+    return any(p in ("completed", "failed", "skipped") for p in _phases(topo, ev.id))
+
+
+def _cumulative_checks(report_dir: Path) -> int:
+    reports = sorted(report_dir.glob("epoch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    for path in reversed(reports):
+        try:
+            return int(json.loads(path.read_text())["distfs_probe_cursor_state"]["cumulative_total_checks"])
+        except (ValueError, KeyError):
+            continue  # the newest report may be mid-write (plain writes, like real nodes)
+    return 0
+
+
+def _nft_tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    topo = _topology(tmp_path_factory.mktemp("chaos"), "triad_distributed", 0)
+    try:
+        for node in topo.nodes.values():
+            node.start()
+        _until(lambda: all(any(n.spec.report_dir.glob("epoch-*.json")) for n in topo.nodes.values()), 30,
+               "every node wrote a report")
+        yield topo
+    finally:
+        _stop(topo)
+
+
+def _run(topo: Topology, ev: ChaosEvent, during: Callable[[], None]) -> None:
+    topo.chaos.launch(ev)
+    _until(lambda: (ev.node, ev.action) in topo.chaos.active or _finished(topo, ev), 5, f"{ev.id} started")
+    during()
+    _until(lambda: _finished(topo, ev), 30, f"{ev.id} finished")
+    assert _phases(topo, ev.id)[-1] == "completed", topo.chaos.log.path.read_text()
+    assert (ev.node, ev.action) not in topo.chaos.active
+
+
+@pytest.mark.parametrize("action", ["restart", "kill"])
+def test_restart_and_kill_stop_the_process_then_relaunch_it_as_a_chaos_restart(distributed: Topology,
+                                                                             action: str) -> None:
+    node = distributed.nodes["sequencer"]
+    old_pid, before = node.pid, dict(node.restarts)
+    assert old_pid is not None
+
+    def down() -> None:
+        _until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie", 10,
+               "old process gone")
+        assert node.pid is None
+
+    _run(distributed, ChaosEvent(f"ev-{action}", 0, "all", "sequencer", action, down_secs=1.0), down)
+    assert node.pid is not None and node.pid != old_pid
+    assert node.restarts == {"chaos": before["chaos"] + 1, "crash": before["crash"]}
+    expected_code = -9 if action == "kill" else 0
+    assert f"exit={expected_code}" in distributed.chaos.log.path.read_text()
+    assert distributed.supervise() and node.restarts["crash"] == 0, "chaos must never count as a crash"
+
+
+def test_pause_stops_the_process_and_continues_it_afterwards(distributed: Topology) -> None:
+    node = distributed.nodes["storage"]
+
+    def stopped() -> None:
+        _until(lambda: node.status() == "stopped", 3, "storage stopped")
+
+    _run(distributed, ChaosEvent("ev-pause", 0, "all", "storage", "pause", duration_secs=2.0), stopped)
+    assert node.status() in ("running", "sleeping")
+
+
+def test_disconnect_cuts_the_nodes_udp_traffic_while_it_runs_and_heals_it(distributed: Topology) -> None:
+    assert netcut.available() is None, "this machine's tests run as root with nft"
+    node = distributed.nodes["observer"]
+    port = node.spec.gossip_ports[0]
+    assert not netcut.probe_blocked("127.0.0.1", port)
+
+    def cut() -> None:
+        _until(lambda: netcut.probe_blocked("127.0.0.1", port), 5, "udp to the observer refused")
+        assert node.status() != "stopped", "disconnect is never a pause"
+        assert "soak_" in _nft_tables()
+
+    _run(distributed, ChaosEvent("ev-cut", 0, "all", "observer", "disconnect", duration_secs=3.0), cut)
+    assert not netcut.probe_blocked("127.0.0.1", port)
+    assert f"soak_{distributed.chaos.tag}" not in _nft_tables()
+
+
+def test_challenge_pressure_makes_the_storage_node_answer_many_more_challenges(distributed: Topology) -> None:
+    node = distributed.nodes["storage"]
+    pressure_file = node.spec.work_dir / PRESSURE_FILE
+    c0 = _cumulative_checks(node.spec.report_dir)
+    time.sleep(4)
+    baseline = _cumulative_checks(node.spec.report_dir) - c0
+    counts: list[int] = []
+
+    def pressed() -> None:
+        assert json.loads(pressure_file.read_text())["until_unix_ms"] > time.time() * 1000
+        counts.append(_cumulative_checks(node.spec.report_dir))
+        time.sleep(4)
+        counts.append(_cumulative_checks(node.spec.report_dir))
+
+    _run(distributed, ChaosEvent("ev-pressure", 0, "all", "storage", "challenge_pressure", duration_secs=6.0),
+         pressed)
+    assert counts[1] - counts[0] > 3 * max(baseline, 1), (baseline, counts)
+    assert not pressure_file.exists()
+
+
+def test_an_interrupt_heals_every_fault_still_in_effect(tmp_path: Path) -> None:
+    topo = _topology(tmp_path, "triad_distributed", 1)
+    try:
+        for node in topo.nodes.values():
+            node.start()
+        _until(lambda: all(n.status() in ("running", "sleeping") for n in topo.nodes.values()), 10, "nodes up")
+        topo.chaos.launch(ChaosEvent("long-pause", 0, "all", "storage", "pause", duration_secs=120))
+        topo.chaos.launch(ChaosEvent("long-cut", 0, "all", "observer", "disconnect", duration_secs=120))
+        port = topo.nodes["observer"].spec.gossip_ports[0]
+        _until(lambda: topo.nodes["storage"].status() == "stopped" and netcut.probe_blocked("127.0.0.1", port),
+               10, "both faults in effect")
+        started = time.monotonic()
+        topo.chaos.heal_all()
+        assert time.monotonic() - started < 10
+        assert topo.nodes["storage"].status() != "stopped"
+        assert not netcut.probe_blocked("127.0.0.1", port)
+        assert not topo.chaos.active
+    finally:
+        _stop(topo)
+
+
+def test_a_node_that_exits_outside_chaos_is_recorded_and_restarted_as_a_crash(tmp_path: Path) -> None:
+    topo = _topology(tmp_path, "triad", 2, "--node-arg", "triad=--fault-crash-at-sec=1",
+                     "--node-arg", "triad=--fault-crash-code=7")
+    node = topo.nodes["triad"]
+    try:
+        node.start()
+        first_pid = node.pid
+        _until(lambda: node.exited_unexpectedly() is not None, 15, "simulated crash")
+        assert topo.supervise(), "policy restart keeps the topology running"
+        assert node.restarts == {"chaos": 0, "crash": 1}
+        assert any("exit code 7" in note for note in topo.notes), topo.notes
+        assert node.pid is not None and node.pid != first_pid
+        state = json.loads(topo.state_path.read_text())
+        assert state["nodes"][0]["restarts"] == {"chaos": 0, "crash": 1}
+        assert not state["chaos_events"]
+    finally:
+        _stop(topo)
+
+
+def test_on_crash_stop_ends_the_topology(tmp_path: Path) -> None:
+    topo = _topology(tmp_path, "triad", 3, "--on-crash", "stop", "--node-arg", "triad=--fault-crash-at-sec=1")
+    node = topo.nodes["triad"]
+    try:
+        node.start()
+        _until(lambda: node.exited_unexpectedly() is not None, 15, "simulated crash")
+        assert not topo.supervise()
+        assert node.pid is None and node.restarts["crash"] == 1
+    finally:
+        _stop(topo)
