@@ -155,7 +155,7 @@ def chain_status(node: Node, storage: Node | None, now_ms: int, invariant_ok: bo
             "role": node.role, "running": True, "tick_count": node.state.tick_count,
             "last_tick_unix_ms": now_ms, "last_error": node.last_error, "consensus": cons,
             "reward_runtime": {"enabled": True, "metrics_available": True, "report_dir": str(report_dir),
-                               "report_count": node.state.epoch_index, "latest_epoch_index": node.state.epoch_index - 1,
+                               "report_count": node.state.epoch_index, "latest_epoch_index": max(0, node.state.epoch_index - 1),
                                "distfs_total_checks": c.total, "distfs_failed_checks": c.failed,
                                "distfs_failure_ratio": c.failed / c.total if c.total else 0.0,
                                "invariant_ok": invariant_ok, "last_error": None}}

@@ -23,7 +23,7 @@ CASES = {
     "regress": ["--fault-regress-at-sec", "2.5", "--fault-regress-by", "1000", "--fault-slow-write-ms", "400"],
     "fork": ["--fault-fork-at-sec", "1.5", "--fault-distfs-fail-ratio", "0.5",
              "--fault-distfs-fail-reason", "HASH_MISMATCH"],
-    "crash": ["--fault-crash-at-sec", "2", "--fault-crash-code", "7"],
+    "crash": ["--fault-crash-at-sec", "2", "--fault-crash-code", "7", "--seed", "9"],
     "healthy": [],
 }
 
@@ -171,3 +171,10 @@ def test_partial_and_slow_report_writes_are_seen_half_written_by_a_reader(observ
         proc = observed.procs[name]
         assert observed.reader.partial[str(proc.report_dir)] >= 1, name
         assert all(report_problems(d) == [] for d in proc.reports())
+
+
+def test_the_blob_store_is_the_same_for_the_same_seed_and_differs_for_another(observed: Observed) -> None:
+    def index(name: str) -> str:
+        return (observed.procs[name].work / "output" / "node-distfs" / f"{name}-storage" / "store"
+                / "index.json").read_text()
+    assert index("healthy") == index("resources") != index("crash")

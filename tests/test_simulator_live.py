@@ -9,8 +9,9 @@ from typing import Iterator
 
 import pytest
 
+from exporter.reports import parse_document, parse_report
 from runner import netcut
-from simulator.schema import report_problems
+from simulator.schema import report_problems, status_problems
 from simulator.testing import SimProcess, triad_distributed, wait_until
 
 
@@ -70,6 +71,17 @@ def test_three_processes_advance_agree_and_write_reports_of_the_real_format(clus
     assert storage["distfs_probe_cursor_state"]["cumulative_passed_checks"] >= 5
     forks = {h: b for h, b in hashes_by_height([d for r in docs.values() for d in r]).items() if len(b) > 1}
     assert forks == {}
+
+
+def test_reports_and_status_documents_are_accepted_by_the_exporters_parser(cluster: dict[str, SimProcess]) -> None:
+    wait_until(lambda: all(len(n.reports()) >= 1 for n in cluster.values()), 15, "a report per node")
+    for role, node in cluster.items():
+        status = node.status()
+        assert status_problems(status) == [], role
+        assert parse_document(status).node_id == f"live-{role}"
+        for path in sorted(node.report_dir.glob("epoch-*.json"))[:-1]:  # the newest may be mid-write
+            parsed = parse_report(path.read_bytes())
+            assert parsed.missing == () and parsed.role == role, parsed
 
 
 def test_sigstop_on_the_sequencer_stalls_the_followers_committed_heights(cluster: dict[str, SimProcess]) -> None:
