@@ -26,6 +26,9 @@ SCOPE_LABELS = {"node": "run_id, topology, node", "topology": "run_id, topology"
 DOWN = ("restart", "kill", "pause", "disconnect")
 WINDOW = "5m"      # window of the rate-like gates (lag p95, bursts, regressions, crashes)
 SLOPE_WINDOW = "10m"  # window of the growth-slope gates (memory, fds, disk)
+# Window of the regression counter: short so that a restart's grace can outlast it, yet
+# longer than the checker's coarsest subquery step (an 8 h run judged in 400 steps = 72 s).
+REGRESSION_WINDOW = "2m"
 
 
 def threshold(key: str) -> str:
@@ -92,8 +95,9 @@ _NODE_CHECKS = 'sum by (run_id, topology, node) (soak_distfs_checks_total)'
 
 GATES: tuple[Gate, ...] = (
     Gate("committed_height_regressed", "SoakCommittedHeightRegressed", "critical",
-         f"increase(soak_consensus_height_regressions_total[{WINDOW}])",
-         "soak_consensus_committed_height", None, "0s", ("restart", "kill"), "60s",
+         f"increase(soak_consensus_height_regressions_total[{REGRESSION_WINDOW}])",
+         # Grace longer than the window: a drop counted during a restart never fires later.
+         "soak_consensus_committed_height", None, "0s", ("restart", "kill"), "180s",
          "Committed height went down on {{ $labels.node }}",
          "{{ $labels.node }} ({{ $labels.topology }}) reported a lower committed height than before, outside any restart.",
          "A committed block was un-committed: check the node's persisted state and its stderr around the drop."),
@@ -130,7 +134,8 @@ GATES: tuple[Gate, ...] = (
          f"max by (run_id, topology, node) (increase(soak_distfs_check_failures_total[{WINDOW}]))"
          f" / on(run_id, topology, node) sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}]))",
          f"sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}])) > 0",
-         "max_distfs_failure_ratio", "30s", ("challenge_pressure",), "30s",
+         # Grace outlasts the 5m window, so pressure-induced failures never fire afterwards.
+         "max_distfs_failure_ratio", "30s", ("challenge_pressure",), "330s",
          "One DistFS failure reason dominates on {{ $labels.node }}",
          "In the last 5m a single failure reason made up {{ $value | humanizePercentage }} of all checks.",
          "A burst of one reason is usually one broken thing (a disk, a clock, a key): look at that reason first.",

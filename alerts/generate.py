@@ -36,7 +36,8 @@ def _insufficient(g: Gate) -> dict[str, Any]:
     return {"alert": "SoakGateInsufficientData", "expr": expr, "for": DATA_GRACE,
             "labels": {"severity": "warning", "gate": g.name},
             "annotations": {"summary": f"{g.alert} cannot be judged: its data is missing",
-                            "description": f"No series satisfy the data requirement of {g.alert}: {g.data}",
+                            "description": f"For {DATA_GRACE} no series met the data requirement of {g.alert} "
+                                           "(see 'needs data' in the runbook).",
                             "runbook_url": f"{RUNBOOK_URL}#insufficient-data"}}
 
 
