@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from soakcore.errors import InputError
+from soakcore.errors import InputError, UsageError
 from soakcore.ids import validate_name
 from soakcore.runstate import CHAOS_ACTIONS
 
@@ -56,7 +56,11 @@ def parse_event(raw: Any, path: Path, i: int, topologies: dict[str, tuple[str, .
     nodes = {n for t, ns in topologies.items() if topology in ("all", t) for n in ns}
     if node not in nodes:
         raise InputError(path, f"{where}.node", f"expected one of {', '.join(sorted(nodes))}, got {node!r}")
-    event = ChaosEvent(validate_name("event id", raw.get("id", f"ev-{i:03d}")), _number(raw, "at_sec", path, where),
+    try:
+        event_id = validate_name("event id", raw.get("id", f"ev-{i:03d}"))
+    except UsageError as exc:
+        raise InputError(path, f"{where}.id", str(exc)) from None
+    event = ChaosEvent(event_id, _number(raw, "at_sec", path, where),
                        topology, node, action, _number(raw, "down_secs", path, where, 0.0),
                        _number(raw, "duration_secs", path, where, 0.0))
     if action in ("pause", "disconnect", "challenge_pressure") and event.duration_secs <= 0:

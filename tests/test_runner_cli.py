@@ -1,0 +1,137 @@
+"""soak-run refuses bad flags and bad plans with exit 2 before anything starts, and its
+continuous chaos replays the old script's seeded MINSTD sequence."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from runner.cli import build_parser, resolve
+from runner.plan import Continuous, continuous_events, load_plan
+from runner.topology import TOPOLOGY_NODES
+
+EVERY_ACTION_PLAN = ROOT / "examples" / "chaos-every-action.json"
+
+
+def _soak_run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([str(ROOT / "scripts" / "p2p-longrun-soak.sh"), "--out-dir", str(tmp / "out"), *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def _plan(tmp: Path, events: list[dict[str, object]], suffix: str = ".json") -> Path:
+    path = tmp / f"plan{suffix}"
+    path.write_text(json.dumps({"meta": {"name": "t"}, "events": events}))
+    return path
+
+
+GOOD = {"id": "a", "at_sec": 5, "topology": "all", "node": "triad", "action": "restart", "down_secs": 1}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-distfs-failure-ratio", "1.5"], "within 0..1"),
+    (["--duration-secs", "-3"], "--duration-secs: must be positive"),
+    (["--poll-interval-secs", "0"], "--poll-interval-secs: must be positive"),
+    (["--topologies", "triad,mesh"], "unknown topology 'mesh'"),
+    (["--chaos-plan", "/nonexistent/plan.json"], "/nonexistent/plan.json: <file>: cannot read"),
+    (["--chaos-continuous-enable", "--chaos-continuous-actions", "restart,explode"], "unknown action 'explode'"),
+    (["--profile", "soak_forever"], "invalid choice"),
+])
+def test_bad_flags_exit_2_with_one_clear_line_before_anything_starts(tmp_path: Path, args: list[str],
+                                                                    message: str) -> None:
+    res = _soak_run(tmp_path, *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "out").exists(), "nothing may start (not even the run directory) on bad input"
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"action": "explode"}, "events[1].action"),
+    ({"node": "storage"}, "events[1].node"),            # triad has no storage node
+    ({"at_sec": -1}, "events[1].at_sec"),
+    ({"topology": "ring"}, "events[1].topology"),
+    ({"action": "pause", "duration_secs": 0}, "events[1].duration_secs"),
+    ({"bogus": 1}, "events[1].bogus"),
+    ({"id": "../escape"}, "events[1].id"),
+])
+def test_a_plan_with_a_bad_field_is_refused_whole_with_the_field_named(tmp_path: Path, bad: dict[str, object],
+                                                                     field: str) -> None:
+    plan = _plan(tmp_path, [GOOD, {**GOOD, "id": "b", "topology": "triad", **bad}])
+    res = _soak_run(tmp_path, "--chaos-plan", str(plan))
+    assert res.returncode == 2, res.stderr
+    assert f"{plan}: {field}:" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_yaml_plan_is_read_like_the_json_one(tmp_path: Path) -> None:
+    yaml_plan = tmp_path / "plan.yaml"
+    yaml_plan.write_text("events:\n  - {id: a, at_sec: 5, topology: all, node: triad, action: restart, down_secs: 1}\n"
+                         "  - {id: b, at_sec: 2, topology: triad, node: triad, action: disconnect, duration_secs: 3}\n")
+    events = load_plan(yaml_plan, TOPOLOGY_NODES)
+    assert [(e.id, e.at_sec, e.action) for e in events] == [("b", 2.0, "disconnect"), ("a", 5.0, "restart")]
+
+
+def test_the_example_plan_uses_every_action_on_both_topologies() -> None:
+    events = load_plan(EVERY_ACTION_PLAN, TOPOLOGY_NODES)
+    for topology in TOPOLOGY_NODES:
+        actions = {e.action for e in events if e.applies_to(topology)}
+        assert actions == {"restart", "kill", "pause", "disconnect", "challenge_pressure"}, topology
+
+
+def _old_script_sequence(seed: int, index: int, nodes: list[str], actions: list[str], n: int) -> list[tuple[str, str]]:
+    """The old script's algorithm, written out independently: MINSTD, node first, then action."""
+    state = (seed + (index + 1) * 104729) % 2147483647 or 1
+    picks = []
+    for _ in range(n):
+        state = state * 48271 % 2147483647
+        node = nodes[state % len(nodes)]
+        state = state * 48271 % 2147483647
+        picks.append((node, actions[state % len(actions)]))
+    return picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 424242, 2**31])
+def test_continuous_chaos_picks_the_same_nodes_and_actions_as_the_old_script(seed: int) -> None:
+    cfg = Continuous(interval_secs=30, start_sec=30, actions=("restart", "pause", "kill"), seed=seed)
+    for index, topology in enumerate(TOPOLOGY_NODES):
+        nodes = TOPOLOGY_NODES[topology]
+        events = continuous_events(cfg, topology, index, nodes, duration_secs=30 + 30 * 20)
+        assert [(e.node, e.action) for e in events] == _old_script_sequence(seed, index, list(nodes),
+                                                                             list(cfg.actions), 20)
+        assert [e.at_sec for e in events] == [30.0 + 30 * i for i in range(20)]
+        assert events == continuous_events(cfg, topology, index, nodes, duration_secs=30 + 30 * 20)
+
+
+def test_continuous_chaos_respects_max_events_and_per_action_durations() -> None:
+    cfg = Continuous(interval_secs=5, start_sec=1, max_events=3, actions=("restart", "pause"), seed=11,
+                     restart_down_secs=1.5, pause_duration_secs=2.5)
+    events = continuous_events(cfg, "triad_distributed", 1, TOPOLOGY_NODES["triad_distributed"], 1000)
+    assert len(events) == 3
+    for e in events:
+        assert (e.down_secs, e.duration_secs) == ((1.5, 0.0) if e.action == "restart" else (0.0, 2.5))
+
+
+def test_run_config_holds_every_resolved_setting_and_the_seed(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--out-dir", str(tmp_path), "--seed", "99", "--max-lag-p95", "4",
+                                      "--chaos-continuous-enable", "--duration-secs", "60",
+                                      "--chaos-plan", str(EVERY_ACTION_PLAN)])
+    cfg = resolve(args, now=1_800_000_000)
+    cfg.run_dir.mkdir(parents=True)
+    cfg.save()
+    doc = json.loads((cfg.run_dir / "run_config.json").read_text())
+    assert doc["seed"] == 99 and doc["continuous"]["seed"] == 99
+    assert doc["thresholds"]["max_lag_p95"] == 4.0
+    assert doc["topologies"] == ["triad", "triad_distributed"] and doc["duration_secs"] == 60
+    assert len(doc["plan_events"]) == len(load_plan(EVERY_ACTION_PLAN, TOPOLOGY_NODES))
+    assert doc["run_id"] == cfg.run_dir.name
+
+
+def test_the_wrapper_script_only_execs_the_runner() -> None:
+    res = subprocess.run([str(ROOT / "scripts" / "p2p-longrun-soak.sh"), "--help"], capture_output=True, text=True,
+                         timeout=30, cwd="/")
+    assert res.returncode == 0 and "--chaos-continuous-seed" in res.stdout and "--enable-chaos" in res.stdout
