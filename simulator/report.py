@@ -14,7 +14,7 @@ from simulator.node import Node
 REASON_KEYS = ("hash_mismatch", "missing_sample", "timeout", "read_io_error", "signature_invalid", "unknown")
 
 
-def _consensus(node: Node, now_ms: int) -> dict[str, Any]:
+def _consensus(node: Node) -> dict[str, Any]:
     h = node.committed_height
     return {
         "mode": "Pos", "slot": node.state.tick_count, "epoch": node.state.tick_count // 32,
@@ -83,6 +83,30 @@ def _settlement(node_id: str, epoch: int) -> dict[str, Any]:
             "cumulative_points": 340 * (epoch + 1)}
 
 
+def _traces(node: Node, world: str) -> dict[str, Any]:
+    observers = sorted([node.node_id, *node.heads])
+    return {"network_enabled": True, "observation_topic": f"aw.{world}.reward.observation",
+            "min_observer_traces": 1, "observer_trace_count_for_epoch": len(observers),
+            "observer_nodes_for_epoch": observers, "applied_trace_ids_this_tick": [],
+            "applied_observer_node_ids_this_tick": [], "applied_traces_this_tick": []}
+
+
+def _reward_assets(nid: str, epoch: int, invariant_ok: bool) -> dict[str, Any]:
+    """Balances and the invariant check over them; the fault makes the balance really wrong."""
+    minted = 10 + epoch
+    balance = minted + (0 if invariant_ok else 7)
+    violations = [] if balance == minted else [
+        {"code": "MINT_BALANCE_MISMATCH", "message": f"power credit balance {balance} != minted {minted} - burned 0"}]
+    return {
+        "node_balances": {nid: {"node_id": nid, "power_credit_balance": balance, "total_minted_credits": minted,
+                                "total_burned_credits": 0}},
+        "reward_asset_invariant_status": {"ok": not violations, "violation_count": len(violations)},
+        "reward_asset_invariant_report": {"total_nodes": 1, "total_minted_credits": minted, "total_burned_credits": 0,
+                                          "total_power_credit_balance": balance, "mint_record_count": epoch,
+                                          "violations": violations},
+    }
+
+
 def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok: bool,
                  epochs_this_process: int) -> dict[str, Any]:
     """A full G1 document. In triad mode the one process hosts the storage node, so the
@@ -90,15 +114,11 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
     dist_node = storage or reporter
     challenge, cursor = _distfs(dist_node, now_ms)
     epoch, nid, world = reporter.state.epoch_index, reporter.node_id, reporter.world_id
-    violations = [] if invariant_ok else [{"code": "MINT_BALANCE_MISMATCH",
-                                           "message": "power credit balance != minted - burned"}]
-    balance = {"node_id": nid, "power_credit_balance": 10 + epoch + (0 if invariant_ok else 7),
-               "total_minted_credits": 10 + epoch, "total_burned_credits": 0}
     return {
         "observed_at_unix_ms": now_ms,
         "node_snapshot": {"node_id": nid, "world_id": world, "role": reporter.role, "running": True,
                           "tick_count": reporter.state.tick_count, "last_tick_unix_ms": now_ms,
-                          "last_error": reporter.last_error, "consensus": _consensus(reporter, now_ms)},
+                          "last_error": reporter.last_error, "consensus": _consensus(reporter)},
         "distfs_challenge_report": challenge,
         "distfs_probe_config": {"max_sample_bytes": 65536, "challenges_per_tick": dist_node.challenges_per_tick,
                                 "challenge_ttl_ms": 30000, "allowed_clock_skew_ms": 5000,
@@ -116,19 +136,10 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
                               "distributed_points": 1000, "storage_distributed_points": 0,
                               "total_distributed_points": 1000, "settlements": [_settlement(nid, epoch)]},
         "minted_records": [],
-        "reward_observation_traces": {"network_enabled": True, "observation_topic": f"aw.{world}.reward.observation",
-                                      "min_observer_traces": 1, "observer_trace_count_for_epoch": len(reporter.heads) + 1,
-                                      "observer_nodes_for_epoch": sorted([nid, *reporter.heads]),
-                                      "applied_trace_ids_this_tick": [], "applied_observer_node_ids_this_tick": [],
-                                      "applied_traces_this_tick": []},
+        "reward_observation_traces": _traces(reporter, world),
         "reward_settlement_transport": _transport(reporter, world, epochs_this_process),
-        "node_balances": {nid: balance},
         "reserve": {"epoch_index": epoch, "available_power_units": 100000, "redeemed_power_units": 0},
-        "reward_asset_invariant_status": {"ok": invariant_ok, "violation_count": len(violations)},
-        "reward_asset_invariant_report": {"total_nodes": 1, "total_minted_credits": balance["total_minted_credits"],
-                                          "total_burned_credits": 0,
-                                          "total_power_credit_balance": balance["power_credit_balance"],
-                                          "mint_record_count": epoch, "violations": violations},
+        **_reward_assets(nid, epoch, invariant_ok),
     }
 
 
@@ -147,15 +158,17 @@ def write_report(report_dir: Path, doc: dict[str, Any], partial: bool, slow_ms: 
     return path
 
 
-def chain_status(node: Node, storage: Node | None, now_ms: int, invariant_ok: bool, report_dir: Path) -> dict[str, Any]:
+def chain_status(node: Node, storage: Node | None, now_ms: int, invariant_ok: bool,
+                 report_dir: Path) -> dict[str, Any]:
     c = (storage or node).state.distfs
-    cons = _consensus(node, now_ms)
+    cons = _consensus(node)
     cons.pop("peer_heads")
     return {"ok": True, "observed_at_unix_ms": now_ms, "node_id": node.node_id, "world_id": node.world_id,
             "role": node.role, "running": True, "tick_count": node.state.tick_count,
             "last_tick_unix_ms": now_ms, "last_error": node.last_error, "consensus": cons,
             "reward_runtime": {"enabled": True, "metrics_available": True, "report_dir": str(report_dir),
-                               "report_count": node.state.epoch_index, "latest_epoch_index": max(0, node.state.epoch_index - 1),
+                               "report_count": node.state.epoch_index,
+                               "latest_epoch_index": max(0, node.state.epoch_index - 1),
                                "distfs_total_checks": c.total, "distfs_failed_checks": c.failed,
                                "distfs_failure_ratio": c.failed / c.total if c.total else 0.0,
                                "invariant_ok": invariant_ok, "last_error": None}}

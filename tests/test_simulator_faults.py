@@ -13,7 +13,7 @@ import pytest
 
 from simulator.node import block_hash
 from simulator.schema import report_problems
-from simulator.testing import SimProcess, triad, wait_until
+from simulator.testing import SimProcess, triad
 
 RUN_SECS = 5.0
 CASES = {
@@ -138,12 +138,9 @@ def test_fork_switch_makes_a_node_commit_another_hash_at_a_height_its_peers_comm
     assert cons["last_block_hash"] == block_hash(world, cons["committed_height"])
     storage = next(p for p in cons["peer_heads"] if p["node_id"] == "fork-storage")
     assert storage["height"] > 0 and storage["block_hash"] != block_hash(world, storage["height"])
-    healthy = observed.procs["healthy"].reports()[-1]["node_snapshot"]["consensus"]["peer_heads"]
-    assert all(p["block_hash"] == block_hash(healthy_world(observed), p["height"]) for p in healthy)
-
-
-def healthy_world(observed: Observed) -> str:
-    return observed.procs["healthy"].reports()[-1]["node_snapshot"]["world_id"]
+    healthy = observed.procs["healthy"].reports()[-1]["node_snapshot"]
+    assert all(p["block_hash"] == block_hash(healthy["world_id"], p["height"])
+               for p in healthy["consensus"]["peer_heads"])
 
 
 def test_distfs_switch_fails_challenges_at_its_ratio_with_its_reason(observed: Observed) -> None:
