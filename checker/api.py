@@ -134,8 +134,9 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
     data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
     has_data = any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
     status = "pass" if has_data else "insufficient_data"
-    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query,
-                      worst[0].get("node") if worst else None, None)
+    # A node is named only when it measured something: "worst" of all-zero values means nothing.
+    named = worst[0].get("node") if worst and worst[1] > 0 else None
+    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None)
 
 
 def _first_failure(prom: Prom, g: Gate, threshold: float, labels: Labels, run_id: str | None, topology: str,

@@ -124,7 +124,7 @@ def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunM
 
 def _markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Soak verdict: **{doc['overall_status'].upper()}**", "",
-             f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir']}`", ""]
+             f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir'] or '-'}`", ""]
     for t in doc["topologies"]:
         lines += [f"## {t['topology']}: {t['status'].upper()} (gates: {t['metric_gate']['status']}, "
                   f"process: {t['process_status']})", "",

@@ -17,7 +17,9 @@ import pytest
 
 from alerts.profiles import get_profile
 from checker.api import TopologyVerdict, evaluate
+from checker.promapi import Prom
 from checker.testing import MiB, Fault, History, backfill
+from soakcore.errors import EvaluationError
 from soakcore.services import Service, free_port, start_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,8 @@ HISTORIES = [
     History("lag", "triad_distributed", DIST, START, DURATION, faults=(Fault("lag", 600, 1200, "storage", 20),)),
     History("lag_paused", "triad_distributed", DIST, START, DURATION,
             faults=(Fault("lag", 600, 1200, "storage", 20), Fault("pause", 600, 1200, "storage"))),
+    History("fork_paused", "triad", ("triad",), START, DURATION,
+            faults=(Fault("fork", 1000, 1001), Fault("pause", 900, 1200, "triad"))),
     History("regression", "triad", ("triad",), START, DURATION, faults=(Fault("regression", 1000, 1001, "triad"),)),
     History("fork", "triad", ("triad",), START, DURATION, faults=(Fault("fork", 1000, 1001),)),
     History("distfs", "triad", ("triad",), START, DURATION, faults=(Fault("distfs", 600, 1800, "triad", 8),)),
@@ -95,6 +99,7 @@ def test_a_healthy_history_passes_every_gate_even_with_faults_inside_chaos_windo
     ("lag", "consensus_lag_high", "storage"),
     ("regression", "committed_height_regressed", "triad"),
     ("fork", "consensus_fork_detected", None),
+    ("fork_paused", "consensus_fork_detected", None),     # never exempt, not even in a pause
     ("distfs", "distfs_failure_ratio_high", "triad"),
     ("invariant", "reward_invariant_violated", "triad"),
     ("crash", "process_crashed", "triad"),
@@ -188,6 +193,11 @@ def test_missing_data_warns_under_smoke_and_fails_under_endurance(prometheus: Se
     assert endurance.returncode == 1, endurance.stderr
     unknown = window(prometheus, "no_such_run", tmp_path / "none", "--profile", "soak_endurance")
     assert unknown.returncode == 1 and "no soak run" in unknown.stderr
+
+
+def test_a_query_prometheus_rejects_is_an_evaluation_error_not_an_empty_result(prometheus: Service) -> None:
+    with pytest.raises(EvaluationError, match="bad_data"):
+        Prom(prometheus.url).instant("max_over_time(soak_process_up[", UNTIL)
 
 
 def test_an_unreachable_prometheus_exits_3_with_the_reason(tmp_path: Path) -> None:
