@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from exporter.collector import Setup, SoakCollector, Source
+from exporter.collector import HTTP_SCHEMES, Setup, SoakCollector, Source
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
 
@@ -38,11 +38,17 @@ def build_setup(a: argparse.Namespace) -> Setup:
     for node, path in reports.items():
         if not Path(path).is_dir():
             raise UsageError(f"--node {node}={path}: not a directory")
+    for node, url in status.items():
+        if not url.startswith(HTTP_SCHEMES):
+            raise UsageError(f"--status {node}={url}: expected an http:// or https:// URL")
+    if not a.status_interval_secs > 0:
+        raise UsageError(f"--status-interval-secs {a.status_interval_secs}: must be positive")
     names = list(dict.fromkeys([*reports, *status, *pids]))
     thresholds = dict(get_profile(a.profile).thresholds) if a.profile else {}
     return Setup(run_id=validate_name("run id", a.run_id), topology=validate_name("topology", a.topology),
                  profile=a.profile or "none", thresholds=thresholds,
-                 sources=tuple(Source(n, report_dir=reports.get(n), pid=pids.get(n), status_url=status.get(n))
+                 sources=tuple(Source(n, report_dir=reports.get(n), work_dir=reports.get(n), pid=pids.get(n),
+                                      status_url=status.get(n))
                                for n in names))
 
 

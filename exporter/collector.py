@@ -20,12 +20,14 @@ from prometheus_client.registry import Collector
 from exporter.families import build_families
 from exporter.ingest import ReportDir
 from exporter.procs import DiskSizer
-from exporter.reports import ReportError, parse_document
+from exporter.reports import MAX_REPORT_BYTES, ReportError, parse_document
 from exporter.state import HashBook, NodeView
 from soakcore.errors import SoakError
 from soakcore.runstate import RunState, read_run_state
 
 log = logging.getLogger("soak-exporter")
+# urllib also opens file:// and ftp://; a status URL from a flag or the run-state must not.
+HTTP_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class SoakCollector(Collector):
             self._run_state_error = True
             return
         if (new.run_id, new.topology) != (self.setup.run_id, self.setup.topology):
-            self.views, self.dirs, self.hashes, self.pids = {}, {}, HashBook(), {}
+            self.views, self.dirs, self.hashes, self.pids, self.detected_crashes = {}, {}, HashBook(), {}, {}
         self.setup = new
         self._apply_sources()
 
@@ -112,9 +114,16 @@ class SoakCollector(Collector):
             if s.report_dir and (s.node not in self.dirs or str(self.dirs[s.node].path) != s.report_dir):
                 self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir), self.settle_s)
 
-    def ingest(self) -> None:
+    def ingest(self) -> bool:
+        """Read new report files of every node; False if one node failed (the others still count)."""
+        ok = True
         for node, rdir in self.dirs.items():
-            reports, errors = rdir.poll()
+            try:
+                reports, errors = rdir.poll()
+            except Exception:  # noqa: BLE001 - a bug met by one node's files must not blank the others
+                log.exception("%s: ingest failed", node)
+                ok = False
+                continue
             view = self.views[node]
             with self._lock:
                 for report in reports:
@@ -122,15 +131,16 @@ class SoakCollector(Collector):
                     self.hashes.see_report(report)
                 for reason in errors:
                     view.count_error(reason)
+        return ok
 
     def poll_status_once(self) -> None:
         for s in self.setup.sources:
-            if not s.status_url:
+            if not s.status_url or not s.status_url.startswith(HTTP_SCHEMES):
                 continue
             try:
                 with urllib.request.urlopen(s.status_url, timeout=1.5) as resp:
-                    report = parse_document(json.loads(resp.read()))
-            except (OSError, ValueError, ReportError) as exc:
+                    report = parse_document(json.loads(resp.read(MAX_REPORT_BYTES)))
+            except (OSError, ValueError, RecursionError, ReportError) as exc:
                 log.debug("%s: status poll failed: %s", s.status_url, exc)
                 continue
             with self._lock:
@@ -152,7 +162,7 @@ class SoakCollector(Collector):
         families: list[Metric] = []
         try:
             self._refresh_run_state()
-            self.ingest()
+            error = not self.ingest()
             families = list(self._families())
         except Exception:  # noqa: BLE001 - collect() must never fail the scrape
             log.exception("scrape failed")

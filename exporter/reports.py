@@ -102,6 +102,8 @@ def parse_report(data: bytes) -> Report:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ReportError("invalid_json", f"not UTF-8 at byte {exc.start}") from exc
+    except RecursionError as exc:  # thousands of nested brackets: the C decoder gives up
+        raise ReportError("invalid_json", "nested too deeply") from exc
     except json.JSONDecodeError as exc:
         # Every report is one object: one that does not end with '}' was cut short (the node
         # writes non-atomically), anything else is malformed.

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
     (["--listen", "localhost"], "expected HOST:PORT"),
     (["--profile", "soak_nope"], "unknown profile"),
     (["--run-id", "a/b"], "invalid run id"),
+    (["--status", "n=file:///etc/passwd"], "expected an http:// or https:// URL"),
+    (["--status-interval-secs", "0"], "must be positive"),
 ])
 def test_bad_flags_exit_2_with_one_line_naming_the_problem(argv: list[str], says: str) -> None:
     done = subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, timeout=30,

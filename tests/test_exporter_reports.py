@@ -55,7 +55,7 @@ def test_the_real_examples_parse_and_name_what_the_slim_g2_document_lacks() -> N
 @pytest.mark.parametrize("data, reason", [
     (b"", "partial"), (b'{"observed_at_unix_ms": 1, "node', "partial"), (b"{]}", "invalid_json"),
     (b"\xff\xfe{}", "invalid_json"), (b"[1, 2]", "schema"), (b'{"observed_at_unix_ms": -1}', "schema"),
-    (b'{"node_snapshot": {}}', "schema")])
+    (b'{"node_snapshot": {}}', "schema"), (b"[" * 100_000, "invalid_json")])
 def test_bad_documents_raise_a_typed_error_with_their_reason(data: bytes, reason: str) -> None:
     with pytest.raises(ReportError) as info:
         parse_report(data)
