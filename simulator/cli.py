@@ -15,7 +15,7 @@ from simulator.faults import FaultConfig, Faults
 from simulator.node import Addr, Node
 from simulator.report import chain_status, epoch_report, write_report
 from simulator.storage import REASONS
-from soakcore.errors import UsageError, run_cli
+from soakcore.errors import SoakError, UsageError, run_cli
 from soakcore.ids import validate_name
 
 ROLES = ("sequencer", "storage", "observer")
@@ -169,8 +169,6 @@ class Sim:
                 self.write_epoch(now_ms, elapsed)
             self.status = chain_status(self.reporter, self.storage, now_ms, self.invariant_ok(elapsed),
                                        self.report_dir or self.work)
-            for node in self.nodes:
-                node.persist()
             self.stop.wait(max(0.0, self.tick_s - (time.monotonic() - start - elapsed)))
         for node in self.nodes:
             node.close()
@@ -190,7 +188,10 @@ def serve_status(sim: Sim, addr: Addr) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(addr, Handler)
+    try:
+        server = ThreadingHTTPServer(addr, Handler)
+    except OSError as exc:
+        raise SoakError(f"--status-listen {addr[0]}:{addr[1]}: {exc.strerror}") from exc
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from simulator.faults import Faults
 from simulator.storage import BlobStore, Counters, TickChallenges
+from soakcore.errors import SoakError
 
 Addr = tuple[str, int]
 
@@ -57,8 +58,11 @@ class Node:
         self.forked_at: int | None = None
         self.can_fork = can_fork
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(bind)
+        try:
+            self.sock.bind(bind)
+        except OSError as exc:
+            self.sock.close()
+            raise SoakError(f"--bind {bind[0]}:{bind[1]} ({node_id}): {exc.strerror}") from exc
         self.sock.setblocking(False)
         self.store = BlobStore(state_dir / "output" / "node-distfs" / node_id / "store", seed) \
             if role == "storage" else None
@@ -98,10 +102,12 @@ class Node:
             self.forked_at = max(1, self.state.committed_height)
         if self.role == "sequencer" and not self.faults.stalled(elapsed):
             self._commit(self.state.committed_height + 1, now_ms)
-        self.broadcast()
         if self.store is not None:
             self.run_challenges(now_ms)
         self.state.tick_count += 1
+        # On disk before any peer hears of it: a kill -9 restart never reports less than was gossiped.
+        self.persist()
+        self.broadcast()
 
     def _commit(self, height: int, now_ms: int) -> None:
         self.state.committed_height = height

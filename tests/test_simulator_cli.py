@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,15 @@ def test_a_bad_flag_exits_2_at_once_naming_the_problem(args: list[str], message:
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_a_gossip_port_in_use_exits_1_naming_the_flag_and_port(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        res = run_sim([*VALID, "--bind", f"127.0.0.1:{port}"], tmp_path)
+    assert res.returncode == 1
+    assert f"soak-sim: error: --bind 127.0.0.1:{port} (n-storage): Address already in use" in res.stderr
 
 
 def load(examples_dir: Path, name: str) -> dict:
