@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from alerts.profiles import get_profile
 from exporter.reports import ReportError, parse_report
 from soakcore.services import Service, free_port, http_get_json, start_prometheus, wait_http_ok
 
@@ -133,6 +134,7 @@ def test_prometheus_scraping_the_exporter_sees_exactly_what_the_simulators_repor
     assert set(up) == set(ROLES)
     wait_for(prometheus, "soak_report_last_epoch_index >= 2", 3)
     assert query(prometheus, 'soak_gate_threshold{gate="max_stall_secs"}') == {"": 300.0}
+    assert query(prometheus, "count(soak_gate_threshold)") == {"": len(get_profile("soak_smoke").thresholds)}
     for proc, _ in triad.values():
         _stop(proc)
     wait_for(prometheus, "soak_process_up == 0", 3)
@@ -143,6 +145,9 @@ def test_prometheus_scraping_the_exporter_sees_exactly_what_the_simulators_repor
         assert query(prometheus, f"soak_reports_total{sel}") == {role: count}
         assert query(prometheus, f"soak_report_last_epoch_index{sel}") == {role: newest.epoch_index}
         assert query(prometheus, f"soak_consensus_committed_height{sel}") == {role: newest.committed_height}
+    # A healthy triad: no false fork, no false regression.
+    assert query(prometheus, "soak_consensus_hash_mismatches_total") == {"": 0.0}
+    assert query(prometheus, "sum(soak_consensus_height_regressions_total)") == {"": 0.0}
     _, storage = newest_reports(triad["storage"][1])
     assert storage.distfs_failed > 0
     assert query(prometheus, 'soak_distfs_checks_total{node="storage",result="failed"}') == {
