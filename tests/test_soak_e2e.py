@@ -1,0 +1,138 @@
+"""Real end-to-end soaks through ``python3 -m runner``: simulator nodes, exporter, Prometheus,
+Alertmanager, chaos and the checker. One soak runs both topologies with every chaos action;
+a second one, started at the same time, is interrupted with SIGINT mid-run."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from soakrun import SoakRun, start_soak
+
+ACTIONS = ("restart", "pause", "challenge_pressure", "disconnect", "kill")
+NODE_FOR = {"triad": {a: "triad" for a in ACTIONS},
+            "triad_distributed": {"restart": "sequencer", "pause": "storage", "challenge_pressure": "storage",
+                                  "disconnect": "observer", "kill": "storage"}}
+
+
+def _plan(path: Path) -> Path:
+    events = []
+    for topology, nodes in NODE_FOR.items():
+        for i, action in enumerate(ACTIONS):
+            events.append({"id": f"{topology}-{action}", "at_sec": 4 + 6 * i, "topology": topology,
+                           "node": nodes[action], "action": action,
+                           "down_secs": 1 if action in ("restart", "kill") else 0,
+                           "duration_secs": 0 if action in ("restart", "kill") else 3})
+    path.write_text(json.dumps({"meta": {"name": "e2e"}, "events": events}))
+    return path
+
+
+def _processes_under(run_dir: Path) -> list[str]:
+    """Live processes whose working directory or command line lies under the run directory."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        info = p.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        text = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
+        if str(run_dir) in text:
+            found.append(f"{info['pid']}: {text[:200]}")
+    return found
+
+
+def _stale_tables(runner_pid: int) -> list[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if f"soak_{runner_pid}_" in line]
+
+
+@pytest.fixture(scope="module")
+def soaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SoakRun]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    runs = {
+        "full": start_soak("full", tmp, 34000, ["--duration-secs", "36", "--chaos-plan", str(_plan(tmp / "plan.json"))]),
+        # Continuous chaos with short faults, so a fault is likely in effect when SIGINT lands.
+        "interrupted": start_soak("interrupted", tmp, 34400, [
+            "--topologies", "triad_distributed,triad", "--duration-secs", "300", "--enable-chaos",
+            "--chaos-continuous-interval-secs", "3", "--chaos-continuous-start-sec", "1",
+            "--chaos-continuous-actions", "pause,disconnect,restart", "--chaos-continuous-pause-duration-secs", "2"]),
+    }
+    try:
+        yield runs
+    finally:
+        for run in runs.values():
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+
+
+def test_a_short_soak_with_every_chaos_action_leaves_a_complete_judged_run_directory(
+        soaks: dict[str, SoakRun]) -> None:
+    run = soaks["full"]
+    code = run.wait(240)
+    log = (run.out_dir / "runner.log").read_text()
+    assert code in (0, 1), log[-3000:]
+    d = run.run_dir
+    for name in ("run_config.json", "summary.json", "summary.md", "timeline.csv", "chaos_events.log", "alerts.log"):
+        assert (d / name).is_file(), name
+    assert any((d / "prometheus").rglob("*")), "the run's TSDB is kept"
+    summary = run.summary()
+    assert summary["overall_status"] in ("ok", "failed")
+    assert f"verdict {summary['overall_status'].upper()}" in log and str(d / "summary") in log
+    assert [t["topology"] for t in summary["topologies"]] == ["triad", "triad_distributed"]
+    for t in summary["topologies"]:
+        assert t["status"] in ("ok", "failed") and t["metric_gate"]["status"] in ("pass", "fail", "insufficient_data")
+        assert t["process_status"] == "ok", t["notes"]
+        assert t["chaos_events"] == len(ACTIONS)
+        for node in NODE_FOR[t["topology"]].values():
+            node_dir = d / t["topology"] / "nodes" / node
+            for name in ("stdout.log", "stderr.log", "command.txt", "rss.csv"):
+                assert (node_dir / name).is_file(), node_dir / name
+            assert any((node_dir / "report").glob("epoch-*.json"))
+    chaos = list(csv.reader((d / "chaos_events.log").read_text().splitlines(), delimiter="|"))
+    assert chaos[0] == ["timestamp", "topology", "event_id", "phase", "action", "node", "detail"]
+    completed = {(r[1], r[4]) for r in chaos[1:] if r[3] == "completed"}
+    assert completed == {(t, a) for t in NODE_FOR for a in ACTIONS}, chaos
+    assert summary["totals"]["chaos_events_total"] == 2 * len(ACTIONS)
+    config = json.loads((d / "run_config.json").read_text())
+    assert config["seed"] == 7 and set(config["windows"]) == {"triad", "triad_distributed"}
+    with open(d / "timeline.csv") as fh:
+        assert next(csv.reader(fh))[:3] == ["topology", "node", "epoch_index"]
+    assert not _processes_under(d), "no process of the run may survive it"
+    assert not _stale_tables(run.proc.pid)
+
+
+def test_sigint_mid_run_heals_stops_everything_and_writes_an_aborted_summary(soaks: dict[str, SoakRun]) -> None:
+    run = soaks["interrupted"]
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        paths = list(run.out_dir.glob("*/triad_distributed/run_state.json"))
+        state = json.loads(paths[0].read_text()) if paths else None
+        if state and any(c["phase"] == "completed" for c in state["chaos_events"]):
+            break
+        time.sleep(0.5)
+    assert state is not None and run.proc.poll() is None, (run.out_dir / "runner.log").read_text()[-3000:]
+    time.sleep(1.5)
+    run.proc.send_signal(signal.SIGINT)
+    code = run.wait(90)
+    log = (run.out_dir / "runner.log").read_text()
+    assert code == 1, log[-3000:]
+    d = run.run_dir
+    summary = run.summary()
+    assert summary["overall_status"] == "aborted"
+    assert [t["topology"] for t in summary["topologies"]] == ["triad_distributed"], "later topologies do not start"
+    assert summary["topologies"][0]["process_status"] == "aborted"
+    for name in ("run_config.json", "summary.md", "timeline.csv", "chaos_events.log", "alerts.log"):
+        assert (d / name).is_file(), name
+    assert not _processes_under(d), "orphans left behind"
+    assert not _stale_tables(run.proc.pid), "a network cut outlived the run"
+    starts = [r for r in (d / "chaos_events.log").read_text().splitlines()[1:] if "|start|" in r]
+    ends = [r for r in (d / "chaos_events.log").read_text().splitlines()[1:] if "|start|" not in r]
+    assert len(starts) == len(ends), "every started fault was ended (healed) and logged"
