@@ -5,6 +5,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -52,42 +53,62 @@ def build_setup(a: argparse.Namespace) -> Setup:
                                for n in names))
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="soak-exporter", description="Agent World soak metrics for Prometheus.")
+    p.add_argument("--listen", default="127.0.0.1:9465", help="HOST:PORT to serve /metrics on")
+    p.add_argument("--node", action="append", default=[], metavar="NAME=REPORT_DIR")
+    p.add_argument("--status", action="append", default=[], metavar="NAME=URL", help="G2 /v1/chain/status URL")
+    p.add_argument("--pid", action="append", default=[], metavar="NAME=PID_OR_PIDFILE")
+    p.add_argument("--run-state", type=Path, help="the runner's run-state file (replaces the node flags)")
+    p.add_argument("--run-id", default="adhoc")
+    p.add_argument("--topology", default="unknown")
+    p.add_argument("--profile", help="thresholds to export when the run-state has none")
+    p.add_argument("--status-interval-secs", type=float, default=2.0)
+    p.add_argument("--report-settle-secs", type=float, default=3.0,
+                   help="an invalid report unchanged this long is counted as an error (a slow writer needs more)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
+    return p
+
+
+def _serve(collector: SoakCollector, listen: str) -> None:
+    """Serve /metrics until SIGTERM or SIGINT."""
+    host, port = _listen(listen)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+    try:
+        server = make_server(host, port, make_wsgi_app(registry), handler_class=Quiet)
+    except OSError as exc:
+        raise UsageError(f"--listen {listen}: {exc.strerror}") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logging.info("serving http://%s:%d/metrics", host, server.server_port)
+    stop.wait()
+    server.shutdown()
+
+
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
-        p = argparse.ArgumentParser(prog="soak-exporter", description="Agent World soak metrics for Prometheus.")
-        p.add_argument("--listen", default="127.0.0.1:9465")
-        p.add_argument("--node", action="append", default=[], metavar="NAME=REPORT_DIR")
-        p.add_argument("--status", action="append", default=[], metavar="NAME=URL")
-        p.add_argument("--pid", action="append", default=[], metavar="NAME=PID_OR_PIDFILE")
-        p.add_argument("--run-state", type=Path)
-        p.add_argument("--run-id", default="adhoc")
-        p.add_argument("--topology", default="unknown")
-        p.add_argument("--profile")
-        p.add_argument("--status-interval-secs", type=float, default=2.0)
-        p.add_argument("--log-level", default="INFO")
-        a = p.parse_args(argv)
-        logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s soak-exporter %(levelname)s %(message)s")
-        collector = SoakCollector(build_setup(a), a.run_state, a.status_interval_secs)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
+        a = _parser().parse_args(argv)
+        _listen(a.listen)  # a bad flag fails before anything starts
+        if not a.report_settle_secs >= 0:
+            raise UsageError(f"--report-settle-secs {a.report_settle_secs}: must not be negative")
+        logging.basicConfig(level=a.log_level, format="%(asctime)s soak-exporter %(levelname)s %(message)s")
+        collector = SoakCollector(build_setup(a), a.run_state, a.status_interval_secs, a.report_settle_secs)
+        # Catch up on the history before serving, so no scrape (and its timeout) pays for it.
+        started = time.monotonic()
+        collector.ingest()
+        logging.info("ingested existing reports in %.1fs", time.monotonic() - started)
         collector.start_status_poller()
-
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return
-
-        host, port = _listen(a.listen)
         try:
-            server = make_server(host, port, make_wsgi_app(registry), handler_class=Quiet)
-        except OSError as exc:
-            raise UsageError(f"--listen {a.listen}: {exc.strerror}") from exc
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        logging.info("serving http://%s:%d/metrics", host, server.server_port)
-        stop.wait()
-        server.shutdown()
-        collector.stop()
+            _serve(collector, a.listen)
+        finally:
+            collector.stop()
         return 0
     run_cli("soak-exporter", body)
