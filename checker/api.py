@@ -50,6 +50,7 @@ class TopologyVerdict:
     # or archived data: then there are no alerts to compare with, and no disagreement.
     rules_evaluated: bool = True
     prometheus_version: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)   # the numbers actually used
 
     @property
     def metric_gate_status(self) -> str:
@@ -170,7 +171,7 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     disagreements = _disagreements(results, fired) if evaluated else ()
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries, evaluated, prom.version())
+                           series, timeline, prom.queries, evaluated, prom.version(), thresholds)
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:

@@ -8,7 +8,9 @@ from typing import Any
 
 from soakcore.logs import tail
 
-AROUND_SECS = 300  # chaos events this close to the first failure are listed beside it
+# Chaos events this close to the first failure are listed beside it: a fault's effects
+# (a backlog, a resync) can take minutes to cross a threshold.
+AROUND_SECS = 600
 STDERR_TAIL_BYTES = 1500
 
 

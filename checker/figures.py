@@ -53,6 +53,7 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
     inv = rng(f"min by (node) (soak_reward_invariant_ok{{{sel}}})")
     reports = rng(f"sum by (node) (soak_reports_total{{{sel}}})")
     restarts = rng(f"sum by (cause) (soak_process_restarts_total{{{sel}}})")
+    chaos_done = rng(f'sum(soak_chaos_events_total{{{sel},phase="completed"}})')
     total_checks, failed_checks = _last(total), _last(failed)
     by_gate = {r.name: r for r in results}
     figures: dict[str, Any] = {
@@ -62,6 +63,7 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
         "invariant_all_ok": (all(v == 1 for _, pts in inv for _, v in pts) if inv else None),
         "report_samples": int(_last(reports) or 0),
         "restarts": {lab.get("cause", "?"): int(pts[-1][1]) for lab, pts in restarts if pts},
+        "chaos_events": int(_last(chaos_done) or 0),
     }
     for gate, key in GATE_FIGURES.items():
         figures[key] = by_gate[gate].value if gate in by_gate else None

@@ -40,7 +40,7 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str) -> d
         "topology": name, "status": status, "process_status": m.process_status if m else "unknown",
         "started_at": iso(m.started_at if m else v and v.since), "ended_at": iso(m.ended_at if m else v and v.until),
         "notes": list(m.notes) if m else [], "report_samples": (v.figures.get("report_samples", 0) if v else 0),
-        "chaos_events": m.chaos_events if m else 0,
+        "chaos_events": m.chaos_events if m else (v.figures.get("chaos_events", 0) if v else 0),
         "metric_gate": {"status": gate_status,
                         "notes": [f"{g.alert} ({g.severity}): {g.status}" for g in failed]},
         "metrics": dict(v.figures) if v else {},
@@ -63,7 +63,8 @@ def summary(verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> dict[str, Any
     tops = [_topology(by_name.get(n), metas.get(n), n) for n in names]
     ok = [t for t in tops if t["status"] == "ok"]
     overall = "aborted" if meta.aborted else ("ok" if tops and len(ok) == len(tops) else "failed")
-    th = dict(meta.profile.thresholds)
+    # The numbers the gates were judged with (the run's own exported ones without --profile).
+    th = dict(verdicts[0].thresholds) if verdicts and verdicts[0].thresholds else dict(meta.profile.thresholds)
     return {
         "generated_at_utc": iso(time.time()), "run_dir": str(meta.run_dir) if meta.run_dir else None,
         "profile": meta.profile.name, "scenario": meta.scenario, "chaos_plan": meta.chaos_plan,

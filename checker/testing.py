@@ -63,11 +63,13 @@ class History:
 
 
 def _stalled_secs(h: History, s: float) -> float:
-    """Seconds of the first ``s`` seconds during which the topology made no progress."""
-    total = 0.0
-    for f in h.faults:
-        if f.kind in ("stall", "pause"):
-            total += max(0.0, min(s, f.end) - f.start)
+    """Seconds of the first ``s`` seconds during which the topology made no progress
+    (stall and pause windows may overlap: their union counts once)."""
+    total, reach = 0.0, 0.0
+    for a, b in sorted((f.start, min(s, f.end)) for f in h.faults if f.kind in ("stall", "pause")):
+        a = max(a, reach)
+        if b > a:
+            total, reach = total + b - a, b
     return total
 
 
@@ -77,8 +79,11 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     lag = h.active("lag", s, node)
     yield "soak_consensus_network_committed_height", {}, height
     yield "soak_consensus_committed_height", {}, height - (lag.amount if lag else 0.0)
-    stall_start = next((f.start for f in h.faults if f.kind in ("stall", "pause") and f.start <= s < f.end), None)
-    yield "soak_consensus_last_progress_timestamp_seconds", {}, h.start + (s if stall_start is None else stall_start)
+    # Progress last happened when the height last rose: just before the current stall began.
+    stalled_since = s
+    while stalled_since > 0 and _stalled_secs(h, stalled_since) > _stalled_secs(h, stalled_since - h.step):
+        stalled_since -= h.step
+    yield "soak_consensus_last_progress_timestamp_seconds", {}, h.start + stalled_since
     yield "soak_consensus_height_regressions_total", {}, float(sum(
         1 for f in h.faults if f.kind == "regression" and f.node == node and f.start <= s))
     failed = sum(f.amount * max(0.0, min(s, f.end) - f.start) / h.step

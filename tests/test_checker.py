@@ -32,6 +32,8 @@ DIST = ("sequencer", "storage", "observer")
 HISTORIES = [
     History("clean", "triad_distributed", DIST, START, DURATION),
     History("stall", "triad", ("triad",), START, DURATION, faults=(Fault("stall", 900, 1300),)),
+    History("stall_near_pause", "triad", ("triad",), START, DURATION,
+            faults=(Fault("pause", 450, 500, "triad"), Fault("stall", 600, 1100))),
     History("paused", "triad_distributed", DIST, START, DURATION, faults=(Fault("pause", 900, 1300, "sequencer"),)),
     History("lag", "triad_distributed", DIST, START, DURATION, faults=(Fault("lag", 600, 1200, "storage", 20),)),
     History("lag_paused", "triad_distributed", DIST, START, DURATION,
@@ -174,16 +176,17 @@ def test_a_passing_window_exits_0_and_writes_golden_outputs(prometheus: Service,
 
 
 def test_a_failing_window_exits_1_with_a_reproducible_failure_report(prometheus: Service, tmp_path: Path) -> None:
-    done = window(prometheus, "stall", tmp_path)
+    done = window(prometheus, "stall_near_pause", tmp_path)
     assert done.returncode == 1, done.stderr
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["overall_status"] == "failed"
     assert doc["gate_failures"][0]["topology"] == "triad"
     failures = (tmp_path / "failures.md").read_text()
     assert "SoakConsensusStalled" in failures and doc["topologies"][0]["gates"]["consensus_stalled"]["query"] in failures
+    assert "pause on triad" in failures        # the chaos window shortly before the stall
     junit = (tmp_path / "junit.xml").read_text()
     assert junit.count("<failure") == 1
-    _golden("stall.failures.md", failures)
+    _golden("stall_near_pause.failures.md", failures)
 
 
 def test_missing_data_warns_under_smoke_and_fails_under_endurance(prometheus: Service, tmp_path: Path) -> None:
