@@ -61,7 +61,8 @@ class _Fields:
     """Typed field access that records which fields were absent."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc, self.missing = doc, []  # type: ignore[var-annotated]
+        self.doc = doc
+        self.missing: list[str] = []
 
     def first(self, kind: type, *paths: str, required: bool = False) -> Any:
         for path in paths:
