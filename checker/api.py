@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.gates import GATES, Gate
-from alerts.profiles import Profile
+from alerts.profiles import PROFILES, Profile
 from checker.figures import collect_figures
 from checker.promapi import Labels, Prom
 
@@ -202,3 +202,15 @@ def discover(prometheus_url: str, since: float, until: float, run_id: str | None
     found = {(lab.get("run_id", ""), lab.get("topology", ""), lab.get("profile", ""))
              for lab, _ in Prom(prometheus_url).instant(q, until)}
     return sorted(f for f in found if (run_id is None or f[0] == run_id) and (topology is None or f[1] == topology))
+
+
+def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: str | None,
+                    topology: str | None, profile: Profile | None) -> list[TopologyVerdict]:
+    """One verdict per (run, topology) seen in the window. ``profile`` None: each run's own
+    profile (soak_run_info) and its exported thresholds; given: that profile's numbers."""
+    verdicts = []
+    for rid, topo, prof in discover(prometheus_url, since, until, run_id, topology):
+        chosen = profile or (PROFILES[prof] if prof in PROFILES else PROFILES["soak_smoke"])
+        verdicts.append(evaluate(prometheus_url, since, until, run_id=rid, topology=topo, profile=chosen,
+                                 explicit_profile=profile is not None))
+    return verdicts

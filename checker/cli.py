@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from alerts.profiles import PROFILES, get_profile
-from checker.api import RunMeta, TopologyMeta, TopologyVerdict, discover, evaluate
+from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate_window
 from checker.report import write_reports
 from soakcore.errors import InputError, UsageError, run_cli
 from soakcore.services import start_prometheus
@@ -42,30 +42,24 @@ def parse_time(text: str, now: float, flag: str) -> float:
 
 
 def judge(url: str, since: float, until: float, run_id: str | None, topology: str | None,
-          profile_name: str | None, out: Path, meta_extra: dict[str, object]) -> int:
-    found = discover(url, since, until, run_id, topology)
-    if not found:
-        print(f"soak-check: no soak run in the window (run_id={run_id}, topology={topology}): insufficient data",
-              file=sys.stderr)
-    verdicts = []
-    for rid, topo, prof in found:
-        profile = get_profile(profile_name or (prof if prof in PROFILES else "soak_smoke"))
-        verdicts.append(evaluate(url, since, until, run_id=rid, topology=topo, profile=profile,
-                                 explicit_profile=profile_name is not None))
-    profile = get_profile(profile_name or (found[0][2] if found and found[0][2] in PROFILES else "soak_smoke"))
-    metas = tuple(TopologyMeta(topology or "unknown", since, until, "unknown", ("no data in window",))
-                  for _ in [0] if not found)
-    meta = RunMeta(run_dir=meta_extra.get("run_dir"), profile=profile,  # type: ignore[arg-type]
-                   scenario=str(meta_extra.get("scenario", "unknown")), prometheus_url=url, topologies=metas,
-                   seed=meta_extra.get("seed"))  # type: ignore[arg-type]
+          profile_name: str | None, out: Path, *, run_dir: Path | None = None, scenario: str = "unknown",
+          seed: int | None = None) -> int:
+    verdicts = evaluate_window(url, since, until, run_id=run_id, topology=topology,
+                               profile=get_profile(profile_name) if profile_name else None)
+    # Without verdicts the run's own profile is unknown: an explicit one, else smoke's rules.
+    profile = verdicts[0].profile if verdicts else get_profile(profile_name or "soak_smoke")
+    missing = () if verdicts else (TopologyMeta(topology or "unknown", since, until, "unknown",
+                                                ("no soak run in the window: insufficient data",)),)
+    meta = RunMeta(run_dir=run_dir, profile=profile, scenario=scenario, prometheus_url=url, topologies=missing,
+                   seed=seed)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
-    if not found and profile.insufficient_data_fails:
-        code = 1
-    elif not found:
-        code = 0
-    doc = json.loads((out / "summary.json").read_text())
-    print(f"soak-check: {doc['overall_status'].upper()}: {out / 'summary.md'}")
+    if not verdicts:
+        print(f"soak-check: no soak run in the window (run_id={run_id}, topology={topology}): insufficient data",
+              file=sys.stderr)
+        code = 1 if profile.insufficient_data_fails else 0
+    status = "ok" if code == 0 else "failed"
+    print(f"soak-check: {status.upper()}: {out / 'summary.md'}")
     return code
 
 
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         until = parse_time(a.until, now, "--until") if a.until else now
         if until <= since:
             raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
-        return judge(a.prometheus, since, until, a.run_id, a.topology, a.profile, a.out, {})
+        return judge(a.prometheus, since, until, a.run_id, a.topology, a.profile, a.out)
     run_cli("soak-check", body)
 
 
@@ -124,8 +118,8 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
             since = min(w[0] for w in windows.values())
             until = max(w[1] for w in windows.values())
             return judge(prom.url, since, until, cfg.get("run_id"), None, profile or cfg.get("profile"), out,
-                         {"run_dir": run_dir, "scenario": cfg.get("launch", {}).get("scenario", "unknown"),
-                          "seed": cfg.get("seed")})
+                         run_dir=run_dir, scenario=str(cfg.get("launch", {}).get("scenario", "unknown")),
+                         seed=cfg.get("seed"))
 
 
 def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float]]:
