@@ -73,29 +73,44 @@ def triad(tmp_path: Path) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], P
             _stop(proc)
 
 
+class Exporter:
+    """The exporter as a process on a fixed port, restartable mid-run."""
+
+    def __init__(self, tmp_path: Path, triad: dict) -> None:
+        self.target = f"127.0.0.1:{free_port()}"
+        self.argv = [sys.executable, "-m", "exporter", "--listen", self.target, "--run-id", "live",
+                     "--topology", "triad_distributed", "--profile", "soak_smoke"]
+        for role, (proc, report) in triad.items():
+            self.argv += ["--node", f"{role}={report}", "--pid", f"{role}={proc.pid}"]
+        self.log_path = tmp_path / "exporter.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        wait_http_ok(f"http://{self.target}/metrics", 20, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 @pytest.fixture
-def exporter_proc(tmp_path: Path, triad: dict) -> Iterator[str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "exporter", "--listen", f"127.0.0.1:{port}", "--run-id", "live",
-            "--topology", "triad_distributed", "--profile", "soak_smoke"]
-    for role, (proc, report) in triad.items():
-        argv += ["--node", f"{role}={report}", "--pid", f"{role}={proc.pid}"]
-    log = open(tmp_path / "exporter.log", "wb")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+def exporter_proc(tmp_path: Path, triad: dict) -> Iterator[Exporter]:
+    exporter = Exporter(tmp_path, triad)
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/metrics", 20, proc)
-        yield f"127.0.0.1:{port}"
+        exporter.start()
+        yield exporter
     finally:
-        _stop(proc)
+        exporter.stop()
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, exporter_proc: str) -> Iterator[Service]:
+def prometheus(tmp_path: Path, exporter_proc: Exporter) -> Iterator[Service]:
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                                   "scrape_configs": [{"job_name": "soak-exporter",
-                                                      "static_configs": [{"targets": [exporter_proc]}]}]}))
+                                                      "static_configs": [{"targets": [exporter_proc.target]}]}]}))
     service = start_prometheus(config, tmp_path / "prom" / "data")
     try:
         yield service
@@ -129,10 +144,14 @@ def newest_reports(report: Path) -> tuple[int, object]:
 
 
 def test_prometheus_scraping_the_exporter_sees_exactly_what_the_simulators_reported(
-        triad: dict, prometheus: Service) -> None:
+        triad: dict, exporter_proc: Exporter, prometheus: Service) -> None:
     up = wait_for(prometheus, 'soak_process_up{job="soak-exporter",run_id="live"} == 1', 3)
     assert set(up) == set(ROLES)
     wait_for(prometheus, "soak_report_last_epoch_index >= 2", 3)
+    exporter_proc.stop()  # restarted mid-run: every counter must continue, none may reset
+    time.sleep(1.5)
+    exporter_proc.start()
+    wait_for(prometheus, "soak_report_last_epoch_index >= 4", 3)
     assert query(prometheus, 'soak_gate_threshold{gate="max_stall_secs"}') == {"": 300.0}
     assert query(prometheus, "count(soak_gate_threshold)") == {"": len(get_profile("soak_smoke").thresholds)}
     for proc, _ in triad.values():
@@ -145,6 +164,8 @@ def test_prometheus_scraping_the_exporter_sees_exactly_what_the_simulators_repor
         assert query(prometheus, f"soak_reports_total{sel}") == {role: count}
         assert query(prometheus, f"soak_report_last_epoch_index{sel}") == {role: newest.epoch_index}
         assert query(prometheus, f"soak_consensus_committed_height{sel}") == {role: newest.committed_height}
+    resets = query(prometheus, 'sum(resets({__name__=~"soak_(reports|distfs_checks|report_errors)_total"}[5m]))')
+    assert resets == {"": 0.0}
     # A healthy triad: no false fork, no false regression.
     assert query(prometheus, "soak_consensus_hash_mismatches_total") == {"": 0.0}
     assert query(prometheus, "sum(soak_consensus_height_regressions_total)") == {"": 0.0}
