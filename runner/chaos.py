@@ -114,6 +114,8 @@ class ChaosEngine:
         if why:
             return f"skipped: {why}"
         spec = self.nodes[ev.node].spec
+        if not spec.gossip_ports:
+            return "skipped: the node has no gossip ports to cut (topology file: gossip_ports)"
         table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports)
         self._tables.add(table)
         try:

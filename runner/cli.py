@@ -11,6 +11,7 @@ from pathlib import Path
 from alerts.profiles import PROFILES, TOPOLOGIES, get_profile
 from runner.config import RunConfig
 from runner.plan import Continuous, load_plan
+from runner.topofile import CustomTopology, is_topology_file, load_topology_file
 from runner.topology import TOPOLOGY_NODES, LaunchSettings
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--profile", default="soak_smoke", choices=list(PROFILES))
     a("--duration-secs", type=float, help="per topology (default: the profile's)")
     a("--topologies", help="comma list (default: the profile's)")
-    a("--topology", help="a single topology (same as --topologies T)")
+    a("--topology", help="a single topology (same as --topologies T), or a topology file (.yaml/.json) whose "
+      "nodes are argv lists: see docs/runner.md")
     a("--scenario", default="triad_p2p_bootstrap")
     a("--base-port", type=int, default=5610)
     a("--bind-host", default="127.0.0.1")
@@ -82,10 +84,13 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         except ValueError:
             raise UsageError(f"--threshold {item}: expected KEY=NUMBER") from None
     profile = profile.with_overrides(overrides)
-    topologies = tuple((a.topology or a.topologies or ",".join(profile.topologies)).split(","))
+    custom = _custom_topology(a.topology)
+    topologies = (custom.name,) if custom else tuple(
+        (a.topology or a.topologies or ",".join(profile.topologies)).split(","))
     for t in topologies:
-        if t not in TOPOLOGIES:
-            raise UsageError(f"--topologies: unknown topology {t!r}; known: {', '.join(TOPOLOGIES)}")
+        if t not in TOPOLOGIES and not custom:
+            raise UsageError(f"--topologies: unknown topology {t!r}; known: {', '.join(TOPOLOGIES)} "
+                             "(or --topology FILE.yaml)")
     for name in ("duration_secs", "startup_timeout_secs", "poll_interval_secs", "epoch_secs",
                  "chaos_continuous_interval_secs"):
         _positive("--" + name.replace("_", "-"), getattr(a, name))
@@ -101,7 +106,8 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
             raise UsageError(f"--node-arg {item!r}: expected NODE=ARG")
         extra.setdefault(validate_name("node", node), []).append(arg)
     seed = a.seed if a.seed is not None else int(now) % 100000
-    events = load_plan(a.chaos_plan, TOPOLOGY_NODES) if a.chaos_plan else ()
+    known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
+    events = load_plan(a.chaos_plan, known_nodes) if a.chaos_plan else ()
     continuous = None
     if a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan):
         actions = tuple(a.chaos_continuous_actions.split(","))
@@ -121,7 +127,15 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
         chaos_plan=a.chaos_plan, plan_events=events, continuous=continuous,
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
-        abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm)
+        abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
+        custom_topologies=(custom,) if custom else ())
+
+
+def _custom_topology(value: str | None) -> CustomTopology | None:
+    """``--topology`` names a built-in topology, or a topology file of argv lists."""
+    if value is None or not is_topology_file(value):
+        return None
+    return load_topology_file(Path(value), tuple(TOPOLOGIES))
 
 
 def main(argv: list[str] | None = None) -> None:

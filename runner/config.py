@@ -9,6 +9,7 @@ from typing import Any
 
 from alerts.profiles import Profile
 from runner.plan import ChaosEvent, Continuous
+from runner.topofile import CustomTopology
 from runner.topology import LaunchSettings
 
 
@@ -31,6 +32,7 @@ class RunConfig:
     abort_on_fail: bool
     on_crash: str
     prewarm: bool
+    custom_topologies: tuple[CustomTopology, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:

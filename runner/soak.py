@@ -20,7 +20,7 @@ from runner.nodes import NodeProc
 from runner.plan import ChaosEvent, continuous_events
 from runner.progress import Progress
 from runner.stack import REPO, Stack
-from runner.topology import TOPOLOGY_NODES, build_topology
+from runner.topology import build_custom, build_topology
 from soakcore.errors import SoakError
 from soakcore.logs import tail
 from soakcore.runstate import ChaosActive, ChaosCount, NodeState, RunState, write_run_state
@@ -33,7 +33,10 @@ class Topology:
         self.cfg, self.index, self.name = cfg, index, name
         self.dir = cfg.run_dir / name
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        self.nodes = {s.node: NodeProc(s, env) for s in build_topology(name, index, cfg.run_id, self.dir, cfg.launch)}
+        custom = next((c for c in cfg.custom_topologies if c.name == name), None)
+        specs = (build_custom(custom, self.dir, cfg.launch) if custom
+                 else build_topology(name, index, cfg.run_id, self.dir, cfg.launch))
+        self.nodes = {s.node: NodeProc(s, env) for s in specs}
         self.state_path = self.dir / "run_state.json"
         self._lock = threading.Lock()
         self.chaos = ChaosEngine(name, self.nodes, chaos_log, self.publish, netcut.table_tag(os.getpid(), index))
@@ -44,7 +47,7 @@ class Topology:
         planned = tuple(e for e in self.cfg.plan_events if e.applies_to(self.name))
         if self.cfg.continuous is None:
             return planned
-        cont = continuous_events(self.cfg.continuous, self.name, self.index, TOPOLOGY_NODES[self.name],
+        cont = continuous_events(self.cfg.continuous, self.name, self.index, tuple(self.nodes),
                                  self.cfg.duration_secs)
         return tuple(sorted(planned + cont, key=lambda e: e.at_sec))
 

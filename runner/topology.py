@@ -1,6 +1,7 @@
 """Topologies as data: which node processes, their ports, directories and argv.
 
-Simulator by default; real ``world_viewer_live`` with ``--node-bin`` (same flags). No shell.
+Simulator by default; real ``world_viewer_live`` with ``--node-bin`` (same flags); or any
+node commands from a topology file (``runner.topofile``). No shell anywhere.
 """
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.topofile import CustomTopology, expand
+
 TOPOLOGY_NODES: dict[str, tuple[str, ...]] = {
     "triad": ("triad",),
     "triad_distributed": ("sequencer", "storage", "observer"),
 }
 ROLES = ("sequencer", "storage", "observer")
+# Real triad nodes also replicate on gossip port + 100 (FORMATS.md); a cut must drop those too.
+REPLICATION_PORT_OFFSET = 100
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,22 @@ def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: Launch
     return tuple(specs)
 
 
+def build_custom(custom: CustomTopology, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
+    """Node specs from a topology file: its argv lists with placeholders filled in."""
+    specs = []
+    for n in custom.nodes:
+        node_dir = topo_dir / "nodes" / n.node
+        values = {"report_dir": str(node_dir / "report"), "work_dir": str(node_dir / "work"),
+                  "epoch_secs": f"{s.epoch_secs:g}", "tick_ms": str(s.tick_ms), "seed": str(s.seed)}
+        specs.append(NodeSpec(n.node, n.role, n.node_id, expand(n.argv, values), node_dir / "work",
+                              node_dir / "report", node_dir, n.gossip_ports, n.status_url))
+    return tuple(specs)
+
+
 def _spec(node: str, role: str, node_id: str, topo_dir: Path, s: LaunchSettings, args: list[str],
           ports: tuple[int, ...], status_port: int) -> NodeSpec:
+    if s.node_bin:
+        ports += tuple(p + REPLICATION_PORT_OFFSET for p in ports)
     node_dir = topo_dir / "nodes" / node
     report_dir = node_dir / "report"
     argv = [*_program(s), *args, "--reward-runtime-report-dir", str(report_dir)]
