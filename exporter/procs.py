@@ -39,13 +39,14 @@ def proc_stats(pid: int | None) -> ProcStats:
 
 def read_pid(spec: str) -> int | None:
     """A pid, or a pidfile holding one; None when the file is missing or malformed."""
-    if spec.isdigit():
-        return int(spec)
-    try:
-        text = Path(spec).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    text = spec
+    if not spec.isdigit():
+        try:
+            text = Path(spec).read_text().strip()
+        except OSError:
+            return None
+    # pid 0 is the kernel's, never a node's: a pidfile holding 0 means "not running".
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 class DiskSizer:
