@@ -133,6 +133,8 @@ class ChaosEngine:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"until_unix_ms": until_ms, "challenges_per_tick": PRESSURE_CHECKS_PER_TICK}))
         os.replace(tmp, path)
+        if json.loads(path.read_text()).get("until_unix_ms") != until_ms:  # the node reads this very file
+            raise RuntimeError(f"{path} does not hold the pressure just written")
         try:
             self._hold(ev.duration_secs)
         finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -141,7 +142,12 @@ def _custom_topology(value: str | None) -> CustomTopology | None:
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         from runner.soak import run
-        cfg = resolve(build_parser().parse_args(argv))
+        given = sys.argv[1:] if argv is None else argv
+        cfg = resolve(build_parser().parse_args(given))
+        # The argv that repeats this run exactly: the given flags plus the seed actually used.
+        cfg = dataclasses.replace(cfg, repeat_argv=tuple(
+            given if any(x == "--seed" or x.startswith("--seed=") for x in given)
+            else [*given, "--seed", str(cfg.launch.seed)]))
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:

@@ -96,7 +96,7 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
         topo.publish()
         if cfg.prewarm:
             _wait_first_reports(topo, cfg.startup_timeout_secs, stop)
-        stack.wait_queryable(cfg.run_id, name, cfg.startup_timeout_secs + 10)
+        stack.wait_queryable(cfg.run_id, name, cfg.startup_timeout_secs + 10, stop)
         t0 = time.time()
         process_status = _perturb_and_wait(cfg, stack, topo, t0, stop)
     finally:

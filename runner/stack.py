@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -66,14 +67,15 @@ class Stack:
                                              start_new_session=True)
         wait_http_ok(f"http://{self.exporter_target}/metrics", 20.0, self.exporter)
 
-    def wait_queryable(self, run_id: str, topology: str, timeout: float) -> None:
-        """Until Prometheus answers with this topology's exporter series: data is really there."""
+    def wait_queryable(self, run_id: str, topology: str, timeout: float, stop: threading.Event) -> None:
+        """Until Prometheus answers with this topology's exporter series: data is really there.
+        An interrupt ends the wait at once (the run is then judged on what was collected)."""
         query = f'soak_run_info{{run_id="{run_id}",topology="{topology}"}}'
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.query(query):
+            if self.query(query) or stop.is_set():
                 return
-            time.sleep(0.5)
+            stop.wait(0.5)
         raise EvaluationError(f"Prometheus at {self.prometheus_url} has no {query} after {timeout:.0f}s")
 
     def query(self, promql: str) -> list[dict]:  # type: ignore[type-arg]

@@ -102,6 +102,7 @@ def test_a_short_soak_with_every_chaos_action_leaves_a_complete_judged_run_direc
     assert summary["totals"]["chaos_events_total"] == 2 * len(ACTIONS)
     config = json.loads((d / "run_config.json").read_text())
     assert config["seed"] == 7 and set(config["windows"]) == {"triad", "triad_distributed"}
+    assert config["repeat_argv"][:2] == ["--profile", "soak_smoke"] and "--chaos-plan" in config["repeat_argv"]
     with open(d / "timeline.csv") as fh:
         assert next(csv.reader(fh))[:3] == ["topology", "node", "epoch_index"]
     assert not _processes_under(d), "no process of the run may survive it"
