@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from alerts.gates import GATES, Gate
+from alerts.gates import DOWN, GATES, Gate
 from alerts.profiles import PROFILES
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +58,8 @@ def rules() -> dict[str, Any]:
 
 
 def alertmanager(webhook_url: str = PLACEHOLDER_WEBHOOK) -> dict[str, Any]:
-    node_alerts = sorted(g.alert for g in GATES if g.scope == "node")
+    # Only gates that a down action exempts anyway: a fork or a broken invariant always pages.
+    node_alerts = sorted(g.alert for g in GATES if g.scope == "node" and set(g.exempt) & set(DOWN))
     return {
         "route": {"receiver": "soak-webhook", "group_by": ["alertname", "run_id", "topology"],
                   "group_wait": "5s", "group_interval": "30s", "repeat_interval": "1h",
@@ -67,7 +68,7 @@ def alertmanager(webhook_url: str = PLACEHOLDER_WEBHOOK) -> dict[str, Any]:
         "receivers": [{"name": "soak-webhook",
                        "webhook_configs": [{"url": webhook_url, "send_resolved": True}]},
                       {"name": "null"}],
-        "inhibit_rules": [{"source_matchers": ['alertname="SoakChaosFaultActive"'],
+        "inhibit_rules": [{"source_matchers": ['alertname="SoakChaosFaultActive"', f'action=~"{"|".join(DOWN)}"'],
                            "target_matchers": [f'alertname=~"{"|".join(node_alerts)}"'],
                            "equal": ["run_id", "topology", "node"]}],
     }
@@ -103,6 +104,12 @@ def render() -> dict[str, str]:
     return {RULES: HEADER + yaml.safe_dump(rules(), sort_keys=False, width=1000),
             ALERTMANAGER: render_alertmanager_config(PLACEHOLDER_WEBHOOK),
             RUNBOOK: runbook()}
+
+
+def stale(target: Path = HERE) -> list[str]:
+    """Names of the generated files in ``target`` that are missing or differ from ``render()``."""
+    return [name for name, text in render().items()
+            if not (target / name).is_file() or (target / name).read_text() != text]
 
 
 def write(target: Path = HERE) -> list[Path]:

@@ -1,0 +1,159 @@
+"""The gates as Prometheus rules: one definition, fresh generated files, accepted by the real
+promtool and amtool, and every alert proven by `promtool test rules` (tests/rules/*.yml)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerts.gates import GATES, gate_by_name
+from alerts.generate import PLACEHOLDER_WEBHOOK, render, render_alertmanager_config, stale, write
+from alerts.profiles import PROFILES
+from soakcore.services import AMTOOL_BIN, PROMTOOL_BIN, find_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "alerts"
+RULE_TESTS = sorted((Path(__file__).resolve().parent / "rules").glob("*.yml"))
+
+
+def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_checked_in_generated_files_equal_a_fresh_generation(tmp_path: Path) -> None:
+    written = write(tmp_path)
+    assert sorted(p.name for p in written) == ["RUNBOOK.md", "alertmanager.yml", "rules.yml"]
+    for path in written:
+        assert (ALERTS / path.name).read_text() == path.read_text(), f"{path.name} is stale: run python3 -m alerts"
+
+
+def test_the_check_mode_names_a_stale_file_and_exits_1(tmp_path: Path) -> None:
+    write(tmp_path)
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    assert stale(tmp_path) == ["rules.yml"]
+    proc = run([sys.executable, "-m", "alerts", "--check", "--out", str(tmp_path)], cwd=ROOT)
+    assert proc.returncode == 1 and "stale:" in proc.stderr and "rules.yml" in proc.stderr
+    assert run([sys.executable, "-m", "alerts", "--check"], cwd=ROOT).returncode == 0
+
+
+def test_promtool_accepts_the_generated_rules() -> None:
+    proc = run([find_binary(PROMTOOL_BIN), "check", "rules", str(ALERTS / "rules.yml")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_amtool_accepts_the_checked_in_and_a_rendered_alertmanager_config(tmp_path: Path) -> None:
+    rendered = tmp_path / "alertmanager.yml"
+    rendered.write_text(render_alertmanager_config("http://127.0.0.1:40123/alerts"))
+    for config in (ALERTS / "alertmanager.yml", rendered):
+        proc = run([find_binary(AMTOOL_BIN), "check-config", str(config)])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "http://127.0.0.1:40123/alerts" in rendered.read_text()
+    assert PLACEHOLDER_WEBHOOK not in rendered.read_text()
+
+
+@pytest.mark.parametrize(("labels", "receiver"), [
+    (["severity=critical", "alertname=SoakConsensusStalled"], "soak-webhook"),
+    (["severity=warning", "alertname=SoakDistfsFailureReasonBurst"], "soak-webhook"),
+    (["severity=info", "alertname=SoakChaosFaultActive"], "null"),
+])
+def test_alertmanager_routes_critical_and_warning_to_the_webhook_and_info_nowhere(
+        labels: list[str], receiver: str) -> None:
+    proc = run([find_binary(AMTOOL_BIN), "config", "routes", "test",
+                f"--config.file={ALERTS / 'alertmanager.yml'}", *labels])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == receiver
+
+
+def test_alertmanager_groups_by_run_and_topology_and_inhibits_node_alerts_during_chaos() -> None:
+    config = yaml.safe_load((ALERTS / "alertmanager.yml").read_text())
+    assert config["route"]["group_by"] == ["alertname", "run_id", "topology"]
+    (inhibit,) = config["inhibit_rules"]
+    assert inhibit["equal"] == ["run_id", "topology", "node"]
+    targets = re.search(r'alertname=~"(.*)"', inhibit["target_matchers"][0]).group(1).split("|")
+    # Never-exempt gates must not be muted by chaos: a fork or a broken invariant always pages.
+    assert "SoakConsensusForkDetected" not in targets and "SoakRewardInvariantViolated" not in targets
+    assert "SoakProcessDown" in targets and "SoakProcessCrashed" not in targets
+    # Challenge pressure does not take a node down: it must not mute that node's alerts.
+    assert inhibit["source_matchers"] == ['alertname="SoakChaosFaultActive"', 'action=~"restart|kill|pause|disconnect"']
+
+
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=[p.stem for p in RULE_TESTS])
+def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
+    proc = run([find_binary(PROMTOOL_BIN), "test", "rules", str(test_file)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_wrong_expectation_makes_the_promtool_unit_tests_fail(tmp_path: Path) -> None:
+    # The rule tests can fail: the same file with one annotation changed is rejected.
+    source = (RULE_TESTS[0].parent / "consensus.yml").read_text()
+    broken = source.replace("for 1m 30s outside", "for 1m 31s outside").replace(
+        "../../alerts/rules.yml", str(ALERTS / "rules.yml"))
+    assert broken != source
+    (tmp_path / "broken.yml").write_text(broken)
+    proc = run([find_binary(PROMTOOL_BIN), "test", "rules", str(tmp_path / "broken.yml")])
+    assert proc.returncode != 0 and "1m 31s" in proc.stdout + proc.stderr
+
+
+def _expectations() -> tuple[set[str], set[str], set[str]]:
+    """(alerts seen firing, alerts seen silent, gates seen flagged as insufficient) in tests/rules."""
+    firing: set[str] = set()
+    silent: set[str] = set()
+    insufficient: set[str] = set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                expected = check.get("exp_alerts") or []
+                (firing if expected else silent).add(check["alertname"])
+                if check["alertname"] == "SoakGateInsufficientData":
+                    insufficient |= {e["exp_labels"]["gate"] for e in expected}
+    return firing, silent, insufficient
+
+
+def test_every_gate_alert_is_seen_both_firing_and_silent_and_flagged_without_data() -> None:
+    firing, silent, insufficient = _expectations()
+    alerts = {g.alert for g in GATES}
+    assert alerts - firing == set(), "alerts never seen firing in tests/rules"
+    assert alerts - silent == set(), "alerts never seen silent in tests/rules"
+    assert insufficient == {g.name for g in GATES}
+
+
+def test_every_generated_alert_has_severity_gate_label_and_all_annotations() -> None:
+    rules = yaml.safe_load(render()["rules.yml"])
+    alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    gate_alerts = {r["alert"]: r for r in alerts if r["alert"].startswith("Soak") and "gate" in r["labels"]
+                   and r["alert"] != "SoakGateInsufficientData"}
+    assert set(gate_alerts) == {g.alert for g in GATES}
+    for g in GATES:
+        rule = gate_alerts[g.alert]
+        assert rule["labels"] == {"severity": g.severity, "gate": g.name}
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+        assert rule["annotations"]["runbook_url"] == f"alerts/RUNBOOK.md#{g.anchor}"
+        assert rule["expr"] == g.breach and g.value in rule["expr"]
+
+
+def test_gate_definitions_are_unique_named_and_their_thresholds_exist_in_every_profile() -> None:
+    assert len({g.name for g in GATES}) == len(GATES) == len({g.alert for g in GATES})
+    for g in GATES:
+        assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", g.name), g.name
+        assert re.fullmatch(r"Soak([A-Z][a-z0-9]+)+", g.alert), g.alert
+        assert g.severity in ("critical", "warning")
+        assert gate_by_name(g.name) is g
+        # The checker evaluates value over raw metrics (backfilled data has no recording rules).
+        assert "soak:" not in g.value and "soak:" not in g.data
+        for key in filter(None, (g.threshold_key,)):
+            assert all(key in p.thresholds for p in PROFILES.values()), key
+    with pytest.raises(KeyError):
+        gate_by_name("no_such_gate")
+
+
+def test_the_runbook_has_one_section_per_gate_with_its_anchor() -> None:
+    runbook = (ALERTS / "RUNBOOK.md").read_text()
+    for g in GATES:
+        assert f'<a id="{g.anchor}"></a>\n## {g.alert}\n' in runbook
+        assert g.runbook in runbook
+    assert '<a id="insufficient-data"></a>' in runbook
