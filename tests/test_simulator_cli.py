@@ -32,6 +32,8 @@ def run_sim(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     ([*VALID, "--topology", "ring"], "invalid choice: 'ring'"),
     ([*VALID, "--fault-distfs-fail-reason", "BAD"], "invalid choice: 'BAD'"),
     ([*VALID, "--fault-distfs-fail-ratio", "1.5"], "--fault-distfs-fail-ratio: must be within 0..1"),
+    ([*VALID, "--fault-distfs-fail-ratio", "nan"], "--fault-distfs-fail-ratio: must be within 0..1"),
+    ([*VALID, "--fault-crash-code", "0"], "--fault-crash-code: must be an exit code 1..255"),
     ([*VALID, "--node-id", "../up"], "invalid node id '../up'"),
     ([*VALID, "--reward-runtime-enable"], "--reward-runtime-enable needs --reward-runtime-report-dir"),
     (VALID[:3] + VALID[5:], "--node-role is required"),
