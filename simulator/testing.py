@@ -61,7 +61,13 @@ class SimProcess:
         return int(self.status()["consensus"]["committed_height"])
 
     def wait_ready(self, timeout: float = 15) -> None:
-        wait_until(lambda: self.status().get("tick_count", 0) > 0, timeout, f"{self.name} status")
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:  # fail at once, with the reason, not after the timeout
+                err = (self.root / self.name / "stderr.log").read_text()[-2000:]
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {err}")
+            return self.status().get("tick_count", 0) > 0
+        wait_until(ready, timeout, f"{self.name} status")
 
     def reports(self) -> list[dict[str, Any]]:
         """Complete reports by epoch index (a file mid-write is skipped, as a careful reader would)."""
