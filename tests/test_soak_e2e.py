@@ -1,6 +1,7 @@
 """Real end-to-end soaks through ``python3 -m runner``: simulator nodes, exporter, Prometheus,
 Alertmanager, chaos and the checker. One soak runs both topologies with every chaos action;
-a second one, started at the same time, is interrupted with SIGINT mid-run."""
+others, started at the same time, are interrupted with SIGINT mid-run, stop early on a critical
+alert (--abort-on-fail), and lose a node to a crash (then the next topology still runs)."""
 from __future__ import annotations
 
 import csv
@@ -62,6 +63,12 @@ def soaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SoakRu
             "--topologies", "triad_distributed,triad", "--duration-secs", "300", "--enable-chaos",
             "--chaos-continuous-interval-secs", "3", "--chaos-continuous-start-sec", "1",
             "--chaos-continuous-actions", "pause,disconnect,restart", "--chaos-continuous-pause-duration-secs", "2"]),
+        "abort_on_fail": start_soak("abort_on_fail", tmp, 34800, [
+            "--topology", "triad", "--duration-secs", "300", "--abort-on-fail", "--threshold", "warmup_secs=3",
+            "--node-arg", "triad=--fault-invariant-at-sec=4"]),
+        "crash_then_next": start_soak("crash_then_next", tmp, 35200, [
+            "--topologies", "triad,triad_distributed", "--duration-secs", "15", "--on-crash", "stop",
+            "--node-arg", "triad=--fault-crash-at-sec=3", "--node-arg", "triad=--fault-crash-code=5"]),
     }
     try:
         yield runs
@@ -137,3 +144,28 @@ def test_sigint_mid_run_heals_stops_everything_and_writes_an_aborted_summary(soa
     starts = [r for r in (d / "chaos_events.log").read_text().splitlines()[1:] if "|start|" in r]
     ends = [r for r in (d / "chaos_events.log").read_text().splitlines()[1:] if "|start|" not in r]
     assert len(starts) == len(ends), "every started fault was ended (healed) and logged"
+
+
+def test_abort_on_fail_stops_early_when_a_critical_gate_fires_after_warm_up(soaks: dict[str, SoakRun]) -> None:
+    run = soaks["abort_on_fail"]
+    started = time.monotonic()
+    code = run.wait(150)
+    assert code == 1 and time.monotonic() - started < 150
+    top = run.summary()["topologies"][0]
+    assert top["process_status"] == "failed_early" and top["status"] == "failed"
+    assert any("SoakRewardInvariantViolated" in n for n in top["notes"]), top["notes"]
+    assert not _processes_under(run.run_dir)
+
+
+def test_a_crashing_node_is_reported_as_a_crash_and_the_next_topology_still_runs(soaks: dict[str, SoakRun]) -> None:
+    run = soaks["crash_then_next"]
+    assert run.wait(150) == 1
+    summary = run.summary()
+    crashed, nxt = summary["topologies"]
+    assert crashed["topology"] == "triad" and crashed["process_status"] == "crashed"
+    assert crashed["status"] == "failed" and crashed["gates"]["process_crashed"]["status"] == "fail"
+    assert any("exit code 5" in n for n in crashed["notes"]), crashed["notes"]
+    assert crashed["chaos_events"] == 0, "a crash is not chaos"
+    assert nxt["topology"] == "triad_distributed" and nxt["process_status"] == "ok"
+    assert "|triad|" not in (run.run_dir / "chaos_events.log").read_text()
+    assert not _processes_under(run.run_dir)
