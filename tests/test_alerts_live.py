@@ -129,3 +129,24 @@ def test_a_broken_reward_invariant_reaches_the_webhook_with_its_labels_and_annot
     assert 0 < latency < 30
     others = {e["labels"].get("alertname") for e in read_alerts_log(log)} - {"SoakRewardInvariantViolated"}
     assert others == set(), f"healthy gates fired: {others}"
+
+
+def test_a_dead_exporter_trips_the_dead_mans_switch_at_the_webhook(stack: Stack) -> None:
+    write_report(stack.report_dir, 0, invariant_ok=True)
+    query = f'{stack.prometheus_url}/api/v1/query?query=up{{job="soak-exporter"}}==1'
+    wait_for(lambda: http_get_json(query)["data"]["result"], 30, "Prometheus to scrape the exporter")
+    assert stack.exporter is not None
+    stack.exporter.terminate()
+    stack.exporter.wait(10)
+    stopped = time.time()
+
+    def delivered() -> list[dict[str, Any]]:
+        return [e for e in read_alerts_log(stack.base / "alerts.log")
+                if e["labels"].get("alertname") == "SoakExporterDown" and e["status"] == "firing"]
+    (entry, *_) = wait_for(delivered, 90, "SoakExporterDown in alerts.log")
+    latency = entry["received_at"] - stopped
+    print(f"\nexporter-stop-to-webhook delivery: {latency:.1f}s")
+    assert entry["labels"] == {"alertname": "SoakExporterDown", "severity": "critical", "gate": "exporter_down"}
+    assert entry["annotations"]["runbook_url"] == "alerts/RUNBOOK.md#soakexporterdown"
+    # The rule's for is 30s: delivery cannot come sooner, and group_wait adds about 5s.
+    assert 30 <= latency < 75
