@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
     a("--prometheus-url")
     a("--alertmanager-url")
+    a("--exporter-port", type=int, default=0, help="the exporter's 127.0.0.1 port (default: a free one); fix it "
+      "when an existing Prometheus (--prometheus-url) scrapes it")
     a("--fail-fast", action="store_true")
     a("--abort-on-fail", action="store_true", help="stop when a critical gate fires (after warm-up)")
     a("--on-crash", choices=("restart", "leave", "stop"), default="restart",
@@ -96,6 +98,8 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
                  "chaos_continuous_interval_secs"):
         _positive("--" + name.replace("_", "-"), getattr(a, name))
     _positive("--tick-ms", a.tick_ms)
+    if a.exporter_port and not 1024 <= a.exporter_port <= 65535:
+        raise UsageError(f"--exporter-port: expected 1024..65535, got {a.exporter_port}")
     if not 1024 <= a.base_port <= 65000:
         raise UsageError(f"--base-port: expected 1024..65000, got {a.base_port}")
     if a.node_bin and not Path(a.node_bin).is_file():
@@ -129,7 +133,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         chaos_plan=a.chaos_plan, plan_events=events, continuous=continuous,
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
         abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
-        custom_topologies=(custom,) if custom else ())
+        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port)
 
 
 def _custom_topology(value: str | None) -> CustomTopology | None:

@@ -33,6 +33,7 @@ class RunConfig:
     on_crash: str
     prewarm: bool
     custom_topologies: tuple[CustomTopology, ...] = ()
+    exporter_port: int = 0              # 0: a free port (a fixed one suits an existing Prometheus)
     repeat_argv: tuple[str, ...] = ()   # `python3 -m runner <these>` repeats the run (same seed)
 
     def to_json(self) -> dict[str, Any]:

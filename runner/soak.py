@@ -22,6 +22,7 @@ from runner.progress import Progress
 from runner.stack import REPO, Stack
 from runner.topology import build_custom, build_topology
 from soakcore.errors import SoakError
+from soakcore.services import free_port
 from soakcore.logs import tail
 from soakcore.runstate import ChaosActive, ChaosCount, NodeState, RunState, write_run_state
 
@@ -156,7 +157,8 @@ def run(cfg: RunConfig, stop: threading.Event) -> int:
     cfg.save()
     netcut.heal_stale()
     chaos_log = ChaosLog(cfg.run_dir / "chaos_events.log")
-    stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url)
+    stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url,
+                  cfg.exporter_port or free_port())
     verdicts: list[TopologyVerdict] = []
     metas: list[TopologyMeta] = []
     windows: dict[str, tuple[float, float]] = {}

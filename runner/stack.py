@@ -38,26 +38,42 @@ class Stack:
         return f"{LOCALHOST}:{self.exporter_port}"
 
     def start(self) -> None:
+        if self.prometheus_url is not None:
+            self._use_existing_prometheus()
+            return
         if self.alertmanager_url is None:
-            self.webhook = AlertWebhook(self.run_dir / "alerts.log").start()
-            am_dir = self.run_dir / "alertmanager"
-            am_dir.mkdir(exist_ok=True)
-            (am_dir / "alertmanager.yml").write_text(render_alertmanager_config(self.webhook.url))
-            am = start_alertmanager(am_dir / "alertmanager.yml", am_dir / "data")
-            self.services.append(am)
-            self.alertmanager_url = am.url
-        if self.prometheus_url is None:
-            shutil.copy(RULES, self.run_dir / "rules.yml")
-            config = Template(TEMPLATE.read_text()).substitute(
-                interval=f"{self.interval_s:g}s", rules_file=str(self.run_dir / "rules.yml"),
-                alertmanager=f"'{urllib.parse.urlparse(self.alertmanager_url).netloc}'", exporter=self.exporter_target)
-            (self.run_dir / "prometheus.yml").write_text(config)
-            prom = start_prometheus(self.run_dir / "prometheus.yml", self.run_dir / "prometheus")
-            self.services.append(prom)
-            self.prometheus_url = prom.url
-        else:
-            print(f"soak-run: using Prometheus at {self.prometheus_url}: add a scrape job named soak-exporter "
-                  f"for {self.exporter_target} and load {RULES}", file=sys.stderr)
+            self._start_alertmanager()
+        shutil.copy(RULES, self.run_dir / "rules.yml")
+        assert self.alertmanager_url is not None
+        config = Template(TEMPLATE.read_text()).substitute(
+            interval=f"{self.interval_s:g}s", rules_file=str(self.run_dir / "rules.yml"),
+            alertmanager=f"'{urllib.parse.urlparse(self.alertmanager_url).netloc}'", exporter=self.exporter_target)
+        (self.run_dir / "prometheus.yml").write_text(config)
+        prom = start_prometheus(self.run_dir / "prometheus.yml", self.run_dir / "prometheus")
+        self.services.append(prom)
+        self.prometheus_url = prom.url
+
+    def _start_alertmanager(self) -> None:
+        self.webhook = AlertWebhook(self.run_dir / "alerts.log").start()
+        am_dir = self.run_dir / "alertmanager"
+        am_dir.mkdir(exist_ok=True)
+        (am_dir / "alertmanager.yml").write_text(render_alertmanager_config(self.webhook.url))
+        am = start_alertmanager(am_dir / "alertmanager.yml", am_dir / "data")
+        self.services.append(am)
+        self.alertmanager_url = am.url
+
+    def _use_existing_prometheus(self) -> None:
+        """An existing Prometheus sends alerts where it is configured to, so no local Alertmanager
+        is started; the user must point it at this run's exporter (a fixed --exporter-port helps)."""
+        (self.run_dir / "alerts.log").touch()
+        print(f"soak-run: using Prometheus at {self.prometheus_url}; it must scrape this run's exporter and load "
+              f"the gate rules. Add to its prometheus.yml, then reload it (POST /-/reload):\n"
+              f"  rule_files: ['{RULES}']\n"
+              f"  scrape_configs:\n    - job_name: soak-exporter\n"
+              f"      scrape_interval: {self.interval_s:g}s\n"
+              f"      static_configs: [{{targets: ['{self.exporter_target}']}}]\n"
+              f"  alerts go to {self.alertmanager_url or 'the Alertmanagers that Prometheus is configured with'}",
+              file=sys.stderr)
 
     def start_exporter(self, run_state: Path, log_path: Path) -> None:
         self.stop_exporter()
