@@ -6,15 +6,19 @@ time and the number of Prometheus queries. Cost must grow with nodes, not run le
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from alerts.profiles import get_profile
-from checker.api import RunMeta, evaluate
-from checker.report import write_reports
-from checker.testing import MiB, Fault, History, backfill
-from soakcore.services import start_prometheus
+# Judge with this checkout's checker, whatever copy of the package is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alerts.profiles import get_profile  # noqa: E402
+from checker.api import RunMeta, evaluate  # noqa: E402
+from checker.report import write_reports  # noqa: E402
+from checker.testing import MiB, Fault, History, backfill  # noqa: E402
+from soakcore.services import start_prometheus  # noqa: E402
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 
@@ -27,8 +31,10 @@ def main() -> None:
     a = p.parse_args()
     duration = a.hours * 3600
     nodes = tuple(f"node{i:02d}" for i in range(a.nodes))
-    # Known faults, so the bench also shows the verdict is the right one: a stall and a leak.
-    faults = (Fault("stall", duration / 2, duration / 2 + 900), Fault("memory", 3600, duration, nodes[3], 512 * MiB))
+    # Known faults, so the bench also shows the verdict is the right one: a stall, a leak, and a
+    # 60 s invariant violation (short against the window: it tests the query resolution).
+    faults = (Fault("stall", duration / 2, duration / 2 + 900), Fault("memory", 3600, duration, nodes[3], 512 * MiB),
+              Fault("invariant", duration / 3, duration / 3 + 60, nodes[2]))
     history = History("bench", "triad_distributed", nodes, START, duration, a.step, faults)
     with tempfile.TemporaryDirectory(prefix="bench-checker-") as tmp:
         base = Path(tmp)
@@ -49,7 +55,7 @@ def main() -> None:
           f"Prometheus start {t2 - t1:.1f} s")
     print(f"evaluate: {t3 - t2:.1f} s, {v.queries} queries; reports and plots: {t4 - t3:.1f} s; "
           f"timeline rows {len(v.timeline)}")
-    print(f"verdict: exit {code}, failed gates {failed} (expected consensus_stalled, memory_growth_high)")
+    print(f"verdict: exit {code}, failed gates {failed} (expected consensus_stalled, memory_growth_high, reward_invariant_violated)")
 
 
 if __name__ == "__main__":
