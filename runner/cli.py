@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from alerts.profiles import PROFILES, TOPOLOGIES, get_profile
+from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile
 from runner.config import RunConfig
 from runner.plan import Continuous, load_plan
 from runner.topofile import CustomTopology, is_topology_file, load_topology_file
@@ -76,8 +76,33 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
+    """Every setting resolved and validated (UsageError, exit 2) before anything starts."""
     now = time.time() if now is None else now
-    profile = get_profile(a.profile)
+    profile = _profile(a)
+    custom = _custom_topology(a.topology)
+    topologies = (custom.name,) if custom else _builtin_topologies(a.topology or a.topologies
+                                                                   or ",".join(profile.topologies))
+    _check_numbers(a)
+    seed = a.seed if a.seed is not None else int(now) % 100000
+    known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
+    events = load_plan(a.chaos_plan, known_nodes) if a.chaos_plan else ()
+    out_dir = a.out_dir.resolve()
+    while (out_dir / time.strftime("%Y%m%d-%H%M%S", time.localtime(now))).exists():
+        now += 1  # a run started in the same second gets the next name, never a shared directory
+    run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return RunConfig(
+        run_id=run_id, run_dir=out_dir / run_id, profile=profile,
+        duration_secs=a.duration_secs or profile.duration_secs, topologies=topologies,
+        launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
+                              a.status_endpoints, _node_args(a.node_arg)),
+        interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
+        chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed),
+        prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
+        abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
+        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port)
+
+
+def _profile(a: argparse.Namespace) -> Profile:
     overrides: dict[str, float | None] = {"max_stall_secs": a.max_stall_secs, "max_lag_p95": a.max_lag_p95,
                                           "max_distfs_failure_ratio": a.max_distfs_failure_ratio}
     for item in a.threshold:
@@ -86,54 +111,57 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
             overrides[key] = float(value) if sep else None
         except ValueError:
             raise UsageError(f"--threshold {item}: expected KEY=NUMBER") from None
-    profile = profile.with_overrides(overrides)
-    custom = _custom_topology(a.topology)
-    topologies = (custom.name,) if custom else tuple(
-        (a.topology or a.topologies or ",".join(profile.topologies)).split(","))
+    return get_profile(a.profile).with_overrides(overrides)
+
+
+def _builtin_topologies(csv: str) -> tuple[str, ...]:
+    topologies = tuple(t.strip() for t in csv.split(","))
     for t in topologies:
-        if t not in TOPOLOGIES and not custom:
+        if t not in TOPOLOGIES:
             raise UsageError(f"--topologies: unknown topology {t!r}; known: {', '.join(TOPOLOGIES)} "
                              "(or --topology FILE.yaml)")
-    for name in ("duration_secs", "startup_timeout_secs", "poll_interval_secs", "epoch_secs",
+    return topologies
+
+
+def _check_numbers(a: argparse.Namespace) -> None:
+    for name in ("duration_secs", "startup_timeout_secs", "poll_interval_secs", "epoch_secs", "tick_ms",
                  "chaos_continuous_interval_secs"):
         _positive("--" + name.replace("_", "-"), getattr(a, name))
-    _positive("--tick-ms", a.tick_ms)
+    for name in ("chaos_continuous_start_sec", "chaos_continuous_max_events", "chaos_continuous_restart_down_secs",
+                 "chaos_continuous_pause_duration_secs"):
+        if getattr(a, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')}: must not be negative, got {getattr(a, name):g}")
     if a.exporter_port and not 1024 <= a.exporter_port <= 65535:
         raise UsageError(f"--exporter-port: expected 1024..65535, got {a.exporter_port}")
     if not 1024 <= a.base_port <= 65000:
         raise UsageError(f"--base-port: expected 1024..65000, got {a.base_port}")
     if a.node_bin and not Path(a.node_bin).is_file():
         raise UsageError(f"--node-bin {a.node_bin}: not a file")
-    extra: dict[str, list[str]] = {}
-    for item in a.node_arg:
+    for flag, url in (("--prometheus-url", a.prometheus_url), ("--alertmanager-url", a.alertmanager_url)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise UsageError(f"{flag} {url!r}: expected an http:// or https:// URL")
+
+
+def _node_args(items: list[str]) -> dict[str, tuple[str, ...]]:
+    extra: dict[str, tuple[str, ...]] = {}
+    for item in items:
         node, sep, arg = item.partition("=")
         if not sep:
             raise UsageError(f"--node-arg {item!r}: expected NODE=ARG")
-        extra.setdefault(validate_name("node", node), []).append(arg)
-    seed = a.seed if a.seed is not None else int(now) % 100000
-    known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
-    events = load_plan(a.chaos_plan, known_nodes) if a.chaos_plan else ()
-    continuous = None
-    if a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan):
-        actions = tuple(a.chaos_continuous_actions.split(","))
-        bad = [x for x in actions if x not in CHAOS_ACTIONS]
-        if bad:
-            raise UsageError(f"--chaos-continuous-actions: unknown action {bad[0]!r}; known: {', '.join(CHAOS_ACTIONS)}")
-        continuous = Continuous(a.chaos_continuous_interval_secs, a.chaos_continuous_start_sec,
-                                a.chaos_continuous_max_events, actions,
-                                a.chaos_continuous_seed if a.chaos_continuous_seed is not None else seed,
-                                a.chaos_continuous_restart_down_secs, a.chaos_continuous_pause_duration_secs)
-    run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return RunConfig(
-        run_id=run_id, run_dir=a.out_dir.resolve() / run_id, profile=profile,
-        duration_secs=a.duration_secs or profile.duration_secs, topologies=topologies,
-        launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
-                              a.status_endpoints, {k: tuple(v) for k, v in extra.items()}),
-        interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
-        chaos_plan=a.chaos_plan, plan_events=events, continuous=continuous,
-        prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
-        abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
-        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port)
+        extra[validate_name("node", node)] = (*extra.get(node, ()), arg)
+    return extra
+
+
+def _continuous(a: argparse.Namespace, seed: int) -> Continuous | None:
+    if not (a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan)):
+        return None
+    actions = tuple(a.chaos_continuous_actions.split(","))
+    bad = [x for x in actions if x not in CHAOS_ACTIONS]
+    if bad:
+        raise UsageError(f"--chaos-continuous-actions: unknown action {bad[0]!r}; known: {', '.join(CHAOS_ACTIONS)}")
+    return Continuous(a.chaos_continuous_interval_secs, a.chaos_continuous_start_sec, a.chaos_continuous_max_events,
+                      actions, a.chaos_continuous_seed if a.chaos_continuous_seed is not None else seed,
+                      a.chaos_continuous_restart_down_secs, a.chaos_continuous_pause_duration_secs)
 
 
 def _custom_topology(value: str | None) -> CustomTopology | None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drop-in for the old soak script: same flags, same exit codes (0 ok, 1 failed, 2 bad arguments).
-# Paths in flags stay relative to the caller's directory.
+# Like the old script it runs from the repo root, so relative paths (the default out-dir
+# .tmp/p2p_longrun, --chaos-plan examples/...) are relative to the repo.
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/.." && pwd)"
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 exec python3 -m runner "$@"

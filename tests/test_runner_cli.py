@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from runner.cli import build_parser, resolve
+from runner.cli import build_parser, main, resolve
 from runner.plan import Continuous, continuous_events, load_plan
 from runner.topology import TOPOLOGY_NODES
 
 EVERY_ACTION_PLAN = ROOT / "examples" / "chaos-every-action.json"
 
 
-def _soak_run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([str(ROOT / "scripts" / "p2p-longrun-soak.sh"), "--out-dir", str(tmp / "out"), *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+def _soak_run(tmp: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[object, str]:
+    """soak-run's main in this process (bad input fails before anything starts): exit code, stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--out-dir", str(tmp / "out"), *args])
+    return exc.value.code, capsys.readouterr().err
 
 
 def _plan(tmp: Path, events: list[dict[str, object]], suffix: str = ".json") -> Path:
@@ -40,13 +41,16 @@ GOOD = {"id": "a", "at_sec": 5, "topology": "all", "node": "triad", "action": "r
     (["--chaos-plan", "/nonexistent/plan.json"], "/nonexistent/plan.json: <file>: cannot read"),
     (["--chaos-continuous-enable", "--chaos-continuous-actions", "restart,explode"], "unknown action 'explode'"),
     (["--profile", "soak_forever"], "invalid choice"),
+    (["--chaos-continuous-start-sec", "-1"], "--chaos-continuous-start-sec: must not be negative"),
+    (["--prometheus-url", "localhost:9090"], "expected an http:// or https:// URL"),
+    (["--threshold", "max_lag_p95=x"], "expected KEY=NUMBER"),
 ])
-def test_bad_flags_exit_2_with_one_clear_line_before_anything_starts(tmp_path: Path, args: list[str],
-                                                                    message: str) -> None:
-    res = _soak_run(tmp_path, *args)
-    assert res.returncode == 2, res.stderr
-    assert message in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+def test_bad_flags_exit_2_with_one_clear_line_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                    args: list[str], message: str) -> None:
+    code, err = _soak_run(tmp_path, capsys, *args)
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists(), "nothing may start (not even the run directory) on bad input"
 
 
@@ -59,12 +63,12 @@ def test_bad_flags_exit_2_with_one_clear_line_before_anything_starts(tmp_path: P
     ({"bogus": 1}, "events[1].bogus"),
     ({"id": "../escape"}, "events[1].id"),
 ])
-def test_a_plan_with_a_bad_field_is_refused_whole_with_the_field_named(tmp_path: Path, bad: dict[str, object],
-                                                                     field: str) -> None:
+def test_a_plan_with_a_bad_field_is_refused_whole_with_the_field_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: dict[str, object], field: str) -> None:
     plan = _plan(tmp_path, [GOOD, {**GOOD, "id": "b", "topology": "triad", **bad}])
-    res = _soak_run(tmp_path, "--chaos-plan", str(plan))
-    assert res.returncode == 2, res.stderr
-    assert f"{plan}: {field}:" in res.stderr
+    code, err = _soak_run(tmp_path, capsys, "--chaos-plan", str(plan))
+    assert code == 2, err
+    assert f"{plan}: {field}:" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -131,7 +135,21 @@ def test_run_config_holds_every_resolved_setting_and_the_seed(tmp_path: Path) ->
     assert doc["run_id"] == cfg.run_dir.name
 
 
-def test_the_wrapper_script_only_execs_the_runner() -> None:
-    res = subprocess.run([str(ROOT / "scripts" / "p2p-longrun-soak.sh"), "--help"], capture_output=True, text=True,
-                         timeout=30, cwd="/")
+def test_the_wrapper_script_takes_the_old_flags_and_exits_2_on_a_bad_plan(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": ""}
+    script = str(ROOT / "scripts" / "p2p-longrun-soak.sh")
+    res = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30, cwd="/", env=env)
     assert res.returncode == 0 and "--chaos-continuous-seed" in res.stdout and "--enable-chaos" in res.stdout
+    plan = _plan(tmp_path, [{**GOOD, "action": "explode"}])
+    res = subprocess.run([script, "--chaos-plan", str(plan), "--out-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=30, cwd="/", env=env)
+    assert res.returncode == 2 and f"{plan}: events[0].action:" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_in_the_same_second_gets_its_own_directory(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--out-dir", str(tmp_path)])
+    first = resolve(args, now=1_800_000_000)
+    first.run_dir.mkdir(parents=True)
+    second = resolve(args, now=1_800_000_000)
+    assert second.run_dir != first.run_dir and second.run_id == second.run_dir.name
