@@ -111,3 +111,30 @@ def test_built_in_topologies_give_each_node_its_own_dirs_ports_and_a_short_epoch
     for s in specs:
         assert s.argv[s.argv.index("--reward-runtime-epoch-duration-secs") + 1] == "7"
         assert s.argv[s.argv.index("--node-role") + 1] == s.role
+
+
+def test_node_bin_launches_a_real_node_binary_with_world_viewer_live_flags(tmp_path: Path) -> None:
+    # A stand-in binary that speaks world_viewer_live's flags (it execs the simulator).
+    node_bin = tmp_path / "world_viewer_live"
+    node_bin.write_text(f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                        f"os.execv({sys.executable!r}, [{sys.executable!r}, '-m', 'simulator', *sys.argv[1:]])\n")
+    node_bin.chmod(0o755)
+    cfg = resolve(build_parser().parse_args(["--out-dir", str(tmp_path / "out"), "--node-bin", str(node_bin),
+                                             "--base-port", str(PORT + 20), "--epoch-secs", "1", "--tick-ms", "100"]))
+    cfg.run_dir.mkdir(parents=True)
+    topo = Topology(cfg, 0, "triad", ChaosLog(cfg.run_dir / "chaos_events.log"))
+    node = topo.nodes["triad"]
+    assert node.spec.argv[:2] == (str(node_bin), "triad_p2p_bootstrap") and "--seed" not in node.spec.argv
+    for flag in ("--no-llm", "--reward-runtime-enable", "--reward-runtime-report-dir",
+                 "--reward-runtime-epoch-duration-secs", "--node-tick-ms", "--bind"):
+        assert flag in node.spec.argv
+    base = PORT + 20
+    assert node.spec.gossip_ports == (base, base + 1, base + 2, base + 100, base + 101, base + 102)
+    try:
+        node.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(node.spec.report_dir.glob("epoch-*.json")):
+            time.sleep(0.2)
+        assert any(node.spec.report_dir.glob("epoch-*.json")), (node.spec.log_dir / "stderr.log").read_text()
+    finally:
+        node.stop()
