@@ -11,6 +11,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from alerts.profiles import PROFILES, get_profile
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate_window
@@ -41,25 +42,27 @@ def parse_time(text: str, now: float, flag: str) -> float:
         raise UsageError(f"{flag} {text!r}: expected a duration like 30m, an RFC3339 time or unix seconds") from None
 
 
-def judge(url: str, since: float, until: float, run_id: str | None, topology: str | None,
-          profile_name: str | None, out: Path, *, run_dir: Path | None = None, scenario: str = "unknown",
-          seed: int | None = None) -> int:
-    verdicts = evaluate_window(url, since, until, run_id=run_id, topology=topology,
-                               profile=get_profile(profile_name) if profile_name else None)
+Window = tuple[str | None, float, float]  # (topology or None for all, since, until)
+
+
+def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str | None, out: Path, *,
+          run_dir: Path | None = None, scenario: str = "unknown", seed: int | None = None) -> int:
+    """Judge each window (every topology in it), write the outputs, return the exit code."""
+    explicit = get_profile(profile_name) if profile_name else None
+    verdicts = [v for topology, since, until in windows
+                for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit)]
     # Without verdicts the run's own profile is unknown: an explicit one, else smoke's rules.
-    profile = verdicts[0].profile if verdicts else get_profile(profile_name or "soak_smoke")
-    missing = () if verdicts else (TopologyMeta(topology or "unknown", since, until, "unknown",
-                                                ("no soak run in the window: insufficient data",)),)
+    profile = verdicts[0].profile if verdicts else explicit or get_profile("soak_smoke")
+    missing = () if verdicts else tuple(
+        TopologyMeta(topology or "unknown", since, until, "unknown", ("no soak run in the window: insufficient data",))
+        for topology, since, until in windows)
     meta = RunMeta(run_dir=run_dir, profile=profile, scenario=scenario, prometheus_url=url, topologies=missing,
                    seed=seed)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
     if not verdicts:
-        print(f"soak-check: no soak run in the window (run_id={run_id}, topology={topology}): insufficient data",
-              file=sys.stderr)
-        code = 1 if profile.insufficient_data_fails else 0
-    status = "ok" if code == 0 else "failed"
-    print(f"soak-check: {status.upper()}: {out / 'summary.md'}")
+        print(f"soak-check: no soak run in the window (run_id={run_id}): insufficient data", file=sys.stderr)
+    print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")
     return code
 
 
@@ -93,20 +96,26 @@ def main(argv: list[str] | None = None) -> None:
         until = parse_time(a.until, now, "--until") if a.until else now
         if until <= since:
             raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
-        return judge(a.prometheus, since, until, a.run_id, a.topology, a.profile, a.out)
+        return judge(a.prometheus, [(a.topology, since, until)], a.run_id, a.profile, a.out)
     run_cli("soak-check", body)
 
 
 def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
     """Start a temporary Prometheus on a copy of the run's TSDB and judge the run again."""
+    path = run_dir / "run_config.json"
     try:
-        cfg = json.loads((run_dir / "run_config.json").read_text())
+        cfg = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{run_dir / 'run_config.json'}: cannot read: {exc}") from exc
+        raise InputError(path, "(file)", f"cannot read: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise InputError(path, "(top level)", "expected a JSON object")
     tsdb = run_dir / "prometheus"
     if not tsdb.is_dir():
         raise UsageError(f"{tsdb}: no saved TSDB in this run directory")
-    windows = _windows(cfg, run_dir / "run_config.json")
+    # Each topology over its own window: judged over a later one, a finished topology's
+    # last samples would look like a stall.
+    windows: list[Window] = [(name, since, until) for name, (since, until) in _windows(cfg, path).items()]
+    launch = cfg.get("launch") if isinstance(cfg.get("launch"), dict) else {}
     with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp:
         copy = Path(tmp) / "data"
         shutil.copytree(tsdb, copy, ignore=shutil.ignore_patterns("lock"))
@@ -115,24 +124,22 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
         # deleted from the copy before it is judged.
         with start_prometheus(Path(tmp) / "prometheus.yml", copy,
                               extra_args=("--storage.tsdb.retention.time=100y",)) as prom:
-            since = min(w[0] for w in windows.values())
-            until = max(w[1] for w in windows.values())
-            return judge(prom.url, since, until, cfg.get("run_id"), None, profile or cfg.get("profile"), out,
-                         run_dir=run_dir, scenario=str(cfg.get("launch", {}).get("scenario", "unknown")),
-                         seed=cfg.get("seed"))
+            return judge(prom.url, windows, cfg.get("run_id"), profile or cfg.get("profile"), out,
+                         run_dir=run_dir, scenario=str(launch.get("scenario", "unknown")), seed=cfg.get("seed"))
 
 
 def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float]]:
     """Each topology's (since, until): the runner's ``windows`` map, or ``topologies`` entries
     ``{name, started_at, ended_at}``."""
     windows = cfg.get("windows")
-    if isinstance(windows, dict) and windows:
-        return {str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}
-    found = {}
-    for i, t in enumerate(cfg.get("topologies") or []):
-        if not isinstance(t, dict) or not {"name", "started_at", "ended_at"} <= t.keys():
-            raise InputError(path, f"topologies[{i}]", "expected {name, started_at, ended_at}")
-        found[str(t["name"])] = (float(t["started_at"]), float(t["ended_at"]))
+    try:
+        if isinstance(windows, dict) and windows:
+            return {str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}
+        entries: Any = cfg.get("topologies") or []
+        found = {str(t["name"]): (float(t["started_at"]), float(t["ended_at"])) for t in entries}
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise InputError(path, "windows/topologies", f"expected {{name: [since, until]}} or "
+                         f"[{{name, started_at, ended_at}}] with unix seconds ({exc!r})") from exc
     if not found:
         raise InputError(path, "windows", "missing (the run did not finish a topology)")
     return found

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 from xml.etree import ElementTree as ET
 
+from alerts.profiles import Profile
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
 from checker.failures import failures_markdown, fmt
@@ -30,14 +31,20 @@ def _version() -> str:
         return "unknown"
 
 
-def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str) -> dict[str, Any]:
+def _status_without_verdict(m: TopologyMeta | None, profile: Profile) -> str:
+    """No data to judge: a warning under smoke (unless the process itself failed), a failure otherwise."""
+    broken = m is not None and m.process_status not in ("ok", "unknown")
+    return "failed" if broken or profile.insufficient_data_fails else "ok"
+
+
+def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
     gate_status = v.metric_gate_status if v else "insufficient_data"
     failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
-    status = v.status if v else "failed"
+    status = v.status if v else _status_without_verdict(m, profile)
     if m is not None and m.process_status == "aborted":
         status = "aborted"
     return {
-        "topology": name, "status": status, "process_status": m.process_status if m else "unknown",
+        "topology": name, "run_id": v.run_id if v else None, "status": status, "process_status": m.process_status if m else "unknown",
         "started_at": iso(m.started_at if m else v and v.since), "ended_at": iso(m.ended_at if m else v and v.until),
         "notes": list(m.notes) if m else [], "report_samples": (v.figures.get("report_samples", 0) if v else 0),
         "chaos_events": m.chaos_events if m else (v.figures.get("chaos_events", 0) if v else 0),
@@ -60,7 +67,7 @@ def summary(verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> dict[str, Any
     metas = {m.topology: m for m in meta.topologies}
     names = list(dict.fromkeys([*metas, *(v.topology for v in verdicts)]))
     by_name = {v.topology: v for v in verdicts}
-    tops = [_topology(by_name.get(n), metas.get(n), n) for n in names]
+    tops = [_topology(by_name.get(n), metas.get(n), n, meta.profile) for n in names]
     ok = [t for t in tops if t["status"] == "ok"]
     overall = "aborted" if meta.aborted else ("ok" if tops and len(ok) == len(tops) else "failed")
     # The numbers the gates were judged with (the run's own exported ones without --profile).

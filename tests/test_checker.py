@@ -233,3 +233,12 @@ def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus
     doc = json.loads((run_dir / "summary.json").read_text())
     assert doc["topologies"][0]["gates"]["consensus_stalled"]["status"] == "fail"
     assert (run_dir / "failures.md").exists()
+
+
+@pytest.mark.parametrize("config", ['{"run_id": "stall"}', '{"topologies": [{"name": "triad"}]}', "not json"])
+def test_a_run_directory_with_a_bad_run_config_exits_2_naming_the_file(config: str, tmp_path: Path) -> None:
+    (tmp_path / "prometheus").mkdir()
+    (tmp_path / "run_config.json").write_text(config)
+    done = check("--run-dir", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert "run_config.json" in done.stderr and "Traceback" not in done.stderr
