@@ -52,6 +52,12 @@ def after_warmup(expr: str) -> str:
     return f"({expr}) and on(run_id, topology, node) ({age})"
 
 
+def warming_up() -> str:
+    """Runs (labels run_id, topology) whose oldest process is still within ``warmup_secs``."""
+    oldest = "min by (run_id, topology) (soak_process_start_time_seconds)"
+    return f"(time() - {oldest}) <= {JOIN} group_left() {threshold('warmup_secs')}"
+
+
 @dataclass(frozen=True)
 class Gate:
     name: str                 # snake_case id: summary.json / junit key
@@ -68,6 +74,8 @@ class Gate:
     runbook: str              # what to look at first when it fires
     scope: Scope = "node"
     unit: str = ""
+    # True when ``data`` only exists after warm-up: the insufficient-data alert waits for it.
+    warmup: bool = False
 
     @property
     def value(self) -> str:
@@ -162,19 +170,19 @@ GATES: tuple[Gate, ...] = (
          "RSS of {{ $labels.node }} grows too fast",
          "RSS slope of {{ $labels.node }} after warm-up is {{ $value | humanize1024 }}B/h.",
          "A leak or an unbounded queue: compare rss.csv over time; take a heap profile of the node.",
-         unit="bytes/h"),
+         unit="bytes/h", warmup=True),
     Gate("fd_growth_high", "SoakFdGrowthHigh", "critical",
          after_warmup(f"deriv(soak_process_open_fds[{SLOPE_WINDOW}]) * 3600"),
          after_warmup("soak_process_open_fds"), "max_fd_growth_per_hour", "30s", DOWN, "60s",
          "Open fds of {{ $labels.node }} keep growing",
          "Open file descriptors of {{ $labels.node }} grow by {{ $value | printf \"%.0f\" }} per hour after warm-up.",
-         "List /proc/<pid>/fd of the node: sockets or files that are never closed.", unit="fds/h"),
+         "List /proc/<pid>/fd of the node: sockets or files that are never closed.", unit="fds/h", warmup=True),
     Gate("disk_growth_high", "SoakDiskGrowthHigh", "critical",
          after_warmup(f"deriv(soak_node_disk_bytes[{SLOPE_WINDOW}]) * 3600"),
          after_warmup("soak_node_disk_bytes"), "max_disk_growth_bytes_per_hour", "30s", ("restart", "kill"), "60s",
          "Disk use of {{ $labels.node }} grows too fast",
          "The working directory of {{ $labels.node }} grows by {{ $value | humanize1024 }}B/h after warm-up.",
-         "Look for logs or stores that are never compacted under the node's work directory.", unit="bytes/h"),
+         "Look for logs or stores that are never compacted under the node's work directory.", unit="bytes/h", warmup=True),
     Gate("reports_missing", "SoakReportsMissing", "critical",
          "time() - soak_report_last_observed_timestamp_seconds",
          "soak_report_last_observed_timestamp_seconds", "max_report_gap_secs", "0s", DOWN, "60s",

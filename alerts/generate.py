@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from alerts.gates import DOWN, GATES, Gate
+from alerts.gates import DOWN, GATES, Gate, warming_up
 from alerts.profiles import PROFILES
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +33,9 @@ def _alert(g: Gate) -> dict[str, Any]:
 def _insufficient(g: Gate) -> dict[str, Any]:
     expr = (f"max by (run_id, topology) (soak_run_info) unless on(run_id, topology) "
             f"count by (run_id, topology) ({g.data})")
+    if g.warmup:
+        # No data is expected before warm-up ends (up to 15 min under release): wait for it.
+        expr = f"({expr}) unless on(run_id, topology) ({warming_up()})"
     return {"alert": "SoakGateInsufficientData", "expr": expr, "for": DATA_GRACE,
             "labels": {"severity": "warning", "gate": g.name},
             "annotations": {"summary": f"{g.alert} cannot be judged: its data is missing",
