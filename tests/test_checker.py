@@ -149,6 +149,26 @@ def test_alerts_fired_are_listed_and_a_disagreement_with_the_gates_is_reported(p
     assert judge(prometheus, "stall").disagreements == ()
 
 
+OLD_KEYS = {"generated_at_utc", "run_dir", "profile", "scenario", "chaos_plan", "chaos_continuous",
+            "duration_secs_per_topology", "thresholds", "artifacts", "totals", "gate_failures", "topologies",
+            "overall_status"}
+OLD_TOPOLOGY_KEYS = {"topology", "status", "process_status", "started_at", "ended_at", "notes", "report_samples",
+                     "chaos_events", "metric_gate", "metrics"}
+OLD_METRICS = {"max_stall_secs_observed", "lag_p95", "distfs_failure_ratio", "distfs_total_checks",
+               "distfs_failed_checks", "invariant_all_ok"}
+
+
+def _assert_old_summary_keys(doc: dict[str, object]) -> None:
+    """Every key of the old script's summary is still there (existing playbooks read them)."""
+    assert OLD_KEYS <= doc.keys()
+    assert {"max_stall_secs", "max_lag_p95", "max_distfs_failure_ratio"} <= doc["thresholds"].keys()  # type: ignore[attr-defined]
+    assert {"topology_count", "topology_ok_count", "topology_failed_count", "report_samples_total",
+            "chaos_events_total"} <= doc["totals"].keys()  # type: ignore[attr-defined]
+    for t in doc["topologies"]:  # type: ignore[attr-defined]
+        assert OLD_TOPOLOGY_KEYS <= t.keys() and OLD_METRICS <= t["metrics"].keys()
+        assert t["metric_gate"]["status"] in ("pass", "fail", "insufficient_data")
+
+
 def _normalised(path: Path) -> str:
     doc = json.loads(path.read_text())
     doc["generated_at_utc"] = doc["run_dir"] = None
@@ -171,6 +191,7 @@ def test_a_passing_window_exits_0_and_writes_golden_outputs(prometheus: Service,
     assert not (tmp_path / "failures.md").exists()
     assert (tmp_path / "plots" / "triad_distributed.png").stat().st_size > 10_000
     assert "<testsuite" in (tmp_path / "junit.xml").read_text()
+    _assert_old_summary_keys(json.loads((tmp_path / "summary.json").read_text()))
     _golden("clean.summary.json", _normalised(tmp_path / "summary.json"))
     _golden("clean.timeline.csv", (tmp_path / "timeline.csv").read_text())
 
@@ -180,6 +201,7 @@ def test_a_failing_window_exits_1_with_a_reproducible_failure_report(prometheus:
     assert done.returncode == 1, done.stderr
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["overall_status"] == "failed"
+    _assert_old_summary_keys(doc)
     assert doc["gate_failures"][0]["topology"] == "triad"
     failures = (tmp_path / "failures.md").read_text()
     assert "SoakConsensusStalled" in failures and doc["topologies"][0]["gates"]["consensus_stalled"]["query"] in failures
