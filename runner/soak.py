@@ -190,5 +190,5 @@ def run(cfg: RunConfig, stop: threading.Event) -> int:
                    prometheus_url=stack.prometheus_url)
     code = write_reports(cfg.run_dir, verdicts, meta)
     status = "aborted" if stop.is_set() else ("ok" if code == 0 else "failed")
-    print(f"soak-run: verdict {status.upper()}: summary {cfg.run_dir / 'summary.md'}")
+    print(f"soak-run: verdict {status.upper()}: summary {cfg.run_dir / 'summary.json'} ({cfg.run_dir / 'summary.md'})")
     return code if not stop.is_set() else 1
