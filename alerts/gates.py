@@ -99,6 +99,19 @@ def _lag_outside_chaos() -> str:
     return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN, '30s', 'node')})[{WINDOW}:10s])"
 
 
+def _stall_clock() -> str:
+    # The stall clock restarts when a fault ends, so time inside fault windows never counts
+    # (the old script added all down-time to the threshold instead). Looking back one hour
+    # is enough while max_stall_secs stays below it: an older fault cannot hide a stall.
+    fault = f'timestamp(soak_chaos_active{{action=~"{"|".join(DOWN)}"}} > 0)'
+    progress = "max by (run_id, topology) (soak_consensus_last_progress_timestamp_seconds)"
+    fault_end = f"max by (run_id, topology) (max_over_time(({fault})[1h:5s]))"
+    # Distinct labels so that `or` keeps both and max picks the later of the two.
+    since = (f'label_replace({progress}, "since", "progress", "", "") or '
+             f'label_replace({fault_end}, "since", "fault", "", "")')
+    return f"time() - max by (run_id, topology) ({since})"
+
+
 _NODE_CHECKS = 'sum by (run_id, topology, node) (soak_distfs_checks_total)'
 
 GATES: tuple[Gate, ...] = (
@@ -110,7 +123,7 @@ GATES: tuple[Gate, ...] = (
          "{{ $labels.node }} ({{ $labels.topology }}) reported a lower committed height than before, outside any restart.",
          "A committed block was un-committed: check the node's persisted state and its stderr around the drop."),
     Gate("consensus_stalled", "SoakConsensusStalled", "critical",
-         "time() - max by (run_id, topology) (soak_consensus_last_progress_timestamp_seconds)",
+         _stall_clock(),
          "soak_consensus_last_progress_timestamp_seconds", "max_stall_secs", "15s", DOWN, "60s",
          "No committed-height progress in {{ $labels.topology }}",
          "No node of {{ $labels.topology }} committed a new block for {{ $value | humanizeDuration }} outside fault windows.",
