@@ -16,10 +16,13 @@ from alerts.profiles import PROFILES, Profile
 from checker.figures import collect_figures
 from checker.promapi import Labels, Prom
 
-# Points per series of every subquery and range query: cost stays bounded whatever the
-# window length. Resolution = window / MAX_POINTS, at least STEP_FLOOR: 5 s up to ~2.8 h,
-# 44 s at 24 h. Measured at 24 h: 400 points (216 s steps) missed a 60 s invariant
-# violation; 2000 catches it at about the same cost.
+# Resolution of every subquery and range query. Cost grows with points per series, so it is
+# bounded whatever the window length: short windows (a smoke, a crash after seconds) get
+# 1 s steps, windows up to ~2.8 h get STEP_SECS, longer ones window / MAX_POINTS (44 s at
+# 24 h). Measured at 24 h: 216 s steps missed a 60 s invariant violation; 44 s catch it at
+# about the same cost. 1 s steps over 30 min doubled the tests' time (nested lag subquery).
+SHORT_POINTS = 400
+STEP_SECS = 5
 MAX_POINTS = 2000
 
 
@@ -98,11 +101,9 @@ class RunMeta:
     prometheus_url: str | None = None
 
 
-STEP_FLOOR = 5.0  # finer steps multiply the cost of the nested gate subqueries (lag p95)
-
-
-def step_for(since: float, until: float, floor: float = STEP_FLOOR) -> float:
-    return max(floor, math.ceil((until - since) / MAX_POINTS))
+def step_for(since: float, until: float) -> float:
+    width = until - since
+    return float(max(1, min(STEP_SECS, math.ceil(width / SHORT_POINTS)), math.ceil(width / MAX_POINTS)))
 
 
 def _matches(labels: Labels, run_id: str | None, topology: str) -> bool:
