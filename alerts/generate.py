@@ -97,7 +97,8 @@ def runbook() -> str:
                   "```promql", g.value, "```", ""]
     lines += ['<a id="insufficient-data"></a>', "## SoakGateInsufficientData", "",
               f"A gate's data requirement was not met for {DATA_GRACE}: the gate cannot pass. "
-              "A warning under soak_smoke, a failure under endurance and release.", "",
+              "A warning under soak_smoke, a failure under endurance and release. Slope gates "
+              "(memory, fds, disk) start counting only once the oldest process is past warm-up.", "",
               '<a id="chaos"></a>', "## SoakChaosFaultActive", "",
               "Informational: a planned fault is in effect; node-level alerts of that node are inhibited.", ""]
     return "\n".join(lines)
