@@ -17,6 +17,7 @@ import pytest
 
 from alerts.profiles import get_profile
 from checker.api import TopologyVerdict, evaluate
+from checker.cli import main
 from checker.promapi import Prom
 from checker.testing import MiB, Fault, History, backfill
 from soakcore.errors import EvaluationError
@@ -69,13 +70,28 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         prom.stop()
 
 
+_VERDICTS: dict[tuple[str, str, str], TopologyVerdict] = {}
+
+
 def judge(prom: Service, run_id: str, profile: str = "soak_smoke") -> TopologyVerdict:
-    topology = next(h.topology for h in HISTORIES if h.run_id == run_id)
-    return evaluate(prom.url, START, UNTIL, run_id=run_id, topology=topology, profile=get_profile(profile))
+    """The verdict on one history; memoised per Prometheus, as several tests look at one run."""
+    key = (prom.url, run_id, profile)
+    if key not in _VERDICTS:
+        topology = next(h.topology for h in HISTORIES if h.run_id == run_id)
+        _VERDICTS[key] = evaluate(prom.url, START, UNTIL, run_id=run_id, topology=topology,
+                                  profile=get_profile(profile))
+    return _VERDICTS[key]
 
 
 def failing(v: TopologyVerdict) -> set[str]:
     return {g.name for g in v.gates if g.status == "fail"}
+
+
+def check_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """The CLI's exit code and stderr, run in this process (no interpreter start-up)."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return int(exited.value.code or 0), capsys.readouterr().err
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -237,10 +253,11 @@ def test_an_unreachable_prometheus_exits_3_with_the_reason(tmp_path: Path) -> No
     ["--prometheus", "http://127.0.0.1:1", "--since", "10m", "--until", "20m"],
     ["--prometheus", "http://127.0.0.1:1", "--since", "10m", "--profile", "soak_nope"],
 ])
-def test_bad_arguments_exit_2_before_anything_is_queried(args: list[str], tmp_path: Path) -> None:
-    done = check(*args, "--out", str(tmp_path))
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("soak-check: error:") or "usage" in done.stderr
+def test_bad_arguments_exit_2_before_anything_is_queried(args: list[str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = check_in_process(capsys, *args, "--out", str(tmp_path))
+    assert code == 2, err
+    assert err.startswith("soak-check: error:")
 
 
 def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus: Service, tmp_path: Path) -> None:
@@ -258,9 +275,10 @@ def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus
 
 
 @pytest.mark.parametrize("config", ['{"run_id": "stall"}', '{"topologies": [{"name": "triad"}]}', "not json"])
-def test_a_run_directory_with_a_bad_run_config_exits_2_naming_the_file(config: str, tmp_path: Path) -> None:
+def test_a_run_directory_with_a_bad_run_config_exits_2_naming_the_file(
+        config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "prometheus").mkdir()
     (tmp_path / "run_config.json").write_text(config)
-    done = check("--run-dir", str(tmp_path))
-    assert done.returncode == 2, done.stderr
-    assert "run_config.json" in done.stderr and "Traceback" not in done.stderr
+    code, err = check_in_process(capsys, "--run-dir", str(tmp_path))
+    assert code == 2, err
+    assert err.startswith("soak-check: error:") and "run_config.json" in err
