@@ -25,8 +25,7 @@ def plot_topology(v: "TopologyVerdict", out: Path) -> Path:
     t0 = v.since
     for ax, (key, title, gate) in zip(axes, PANELS):
         for node, pts in sorted(v.series.get(key, {}).items()):
-            xs = [(t - t0) for t, _ in pts]
-            ys = [y / 2**20 if key == "rss" else y for _, y in pts]
+            xs, ys = _with_gaps(pts, t0, 2**20 if key == "rss" else 1)
             ax.plot(xs, ys, label=node, linewidth=1.2)
         if gate:
             ax.axhline(thresholds[gate], color="red", linestyle="--", linewidth=1, label="threshold")
@@ -44,3 +43,18 @@ def plot_topology(v: "TopologyVerdict", out: Path) -> Path:
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
+
+
+def _with_gaps(points: list[tuple[float, float]], t0: float, scale: float) -> tuple[list[float], list[float]]:
+    """Break the line where samples are missing (a series left out during a fault window)
+    instead of drawing a straight line across the gap."""
+    xs: list[float] = []
+    ys: list[float] = []
+    usual = min((b[0] - a[0] for a, b in zip(points, points[1:])), default=0.0)
+    for i, (t, y) in enumerate(points):
+        if i and t - points[i - 1][0] > 1.5 * usual:
+            xs.append(float("nan"))
+            ys.append(float("nan"))
+        xs.append(t - t0)
+        ys.append(y / scale)
+    return xs, ys
