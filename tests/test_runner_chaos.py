@@ -17,7 +17,7 @@ from runner.cli import build_parser, resolve
 from runner.plan import ChaosEvent
 from runner.soak import Topology
 
-BASE_PORT = 33400  # this file's own port range (the gate matrix uses 21000-23000)
+BASE_PORT = 24400  # below the ephemeral ports free_port() draws (32768+); clear of the gate matrix
 
 
 def _topology(tmp: Path, name: str, index: int, *extra: str) -> Topology:

@@ -20,7 +20,7 @@ from runner.cli import build_parser, resolve
 from runner.soak import Topology
 from runner.topofile import load_topology_file
 
-PORT = 36110
+PORT = 25100  # below the ephemeral range (32768+), clear of other test files
 
 
 def _sim_node(role: str) -> dict[str, object]:
