@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from soakcore.logs import tail
+from soakcore.files import tail
 
 # Chaos events this close to the first failure are listed beside it: a fault's effects
 # (a backlog, a resync) can take minutes to cross a threshold.

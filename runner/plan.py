@@ -2,14 +2,13 @@
 and continuous chaos that picks the same node/action sequence as the old script per seed."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from soakcore.errors import InputError, UsageError
+from soakcore.files import load_document
 from soakcore.ids import validate_name
 from soakcore.runstate import CHAOS_ACTIONS
 
@@ -70,15 +69,7 @@ def parse_event(raw: Any, path: Path, i: int, topologies: dict[str, tuple[str, .
 
 def load_plan(path: Path, topologies: dict[str, tuple[str, ...]]) -> tuple[ChaosEvent, ...]:
     """Load and validate a whole plan; ``topologies`` maps each topology to its node labels."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(path, "<file>", f"cannot read: {exc.strerror}") from exc
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InputError(path, "<file>", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                         f"{str(exc).splitlines()[0]}") from exc
+    doc = load_document(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise InputError(path, "events", "expected an object with an 'events' list")
     events = tuple(parse_event(raw, path, i, topologies) for i, raw in enumerate(doc["events"]))

@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate
 from checker.report import write_reports
@@ -23,7 +22,7 @@ from runner.stack import REPO, Stack
 from runner.topology import build_custom, build_topology
 from soakcore.errors import SoakError
 from soakcore.services import free_port
-from soakcore.logs import tail
+from soakcore.files import tail
 from soakcore.runstate import ChaosActive, ChaosCount, NodeState, RunState, write_run_state
 
 

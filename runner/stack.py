@@ -15,7 +15,7 @@ from string import Template
 from alerts.generate import render_alertmanager_config
 from soakcore.errors import EvaluationError
 from soakcore.services import (LOCALHOST, AlertWebhook, Service, free_port, http_get_json, start_alertmanager,
-                               start_prometheus, wait_http_ok)
+                               start_prometheus, terminate, wait_http_ok)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "prometheus" / "prometheus.yml.tmpl"
@@ -102,13 +102,7 @@ class Stack:
             return []
 
     def stop_exporter(self) -> None:
-        if self.exporter is not None and self.exporter.poll() is None:
-            self.exporter.terminate()
-            try:
-                self.exporter.wait(10)
-            except subprocess.TimeoutExpired:
-                self.exporter.kill()
-                self.exporter.wait()
+        terminate(self.exporter)
 
     def stop(self) -> None:
         self.stop_exporter()

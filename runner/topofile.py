@@ -14,14 +14,13 @@ The process runs with cwd = its own ``<run>/<topology>/nodes/<node>/work``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from soakcore.errors import InputError, UsageError
+from soakcore.files import load_document
 from soakcore.ids import validate_name
 
 PLACEHOLDERS = ("report_dir", "work_dir", "epoch_secs", "tick_ms", "seed")
@@ -88,14 +87,7 @@ def _node(raw: Any, path: Path, i: int) -> CustomNode:
 
 def load_topology_file(path: Path, reserved: tuple[str, ...]) -> CustomTopology:
     """Load and validate a whole topology file; ``reserved`` are the built-in topology names."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(path, "<file>", f"cannot read: {exc.strerror}") from exc
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InputError(path, "<file>", f"not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}") from exc
+    doc = load_document(path)
     if not isinstance(doc, dict):
         raise InputError(path, "<root>", "expected an object with name and nodes")
     name = _named("topology", doc.get("name"), path, "name")

@@ -65,6 +65,17 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[bytes] | None 
     raise EvaluationError(f"{url} not ready after {timeout:.0f}s")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class Service:
     """A started server process; ``stop()`` is idempotent."""
@@ -75,13 +86,7 @@ class Service:
     log_path: Path
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
 
     def __enter__(self) -> "Service":
         return self

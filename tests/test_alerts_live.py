@@ -14,7 +14,7 @@ import pytest
 
 from alerts.generate import render_alertmanager_config
 from soakcore.services import (AlertWebhook, Service, free_port, http_get_json, read_alerts_log,
-                               start_alertmanager, start_prometheus, wait_http_ok)
+                               start_alertmanager, start_prometheus, terminate, wait_http_ok)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT.parent / "shared" / "agent_world" / "examples" / "g1-sequencer-epoch-3.json"
@@ -67,13 +67,7 @@ class Stack:
         return self.services[-1].url
 
     def stop(self) -> None:
-        if self.exporter is not None and self.exporter.poll() is None:
-            self.exporter.terminate()
-            try:
-                self.exporter.wait(10)
-            except subprocess.TimeoutExpired:
-                self.exporter.kill()
-                self.exporter.wait()
+        terminate(self.exporter)
         for service in reversed(self.services):
             service.stop()
         self.webhook.stop()

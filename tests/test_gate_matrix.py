@@ -3,7 +3,6 @@ when chaos happens: real soaks (simulator + exporter + Prometheus + Alertmanager
 run side by side so the whole matrix costs about one soak of wall time."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
