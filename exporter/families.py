@@ -12,12 +12,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
 from exporter.state import NodeView
+from soakcore.distfs import DISTFS_REASONS
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 
 if TYPE_CHECKING:
     from exporter.collector import SoakCollector, Source
 
-DISTFS_REASONS = ("MISSING_SAMPLE", "HASH_MISMATCH", "TIMEOUT", "READ_IO_ERROR", "SIGNATURE_INVALID", "UNKNOWN")
 REPORT_ERROR_REASONS = ("partial", "invalid_json", "schema", "too_large", "io")
 BASE = ("run_id", "topology")
 

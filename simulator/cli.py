@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from simulator.node import Addr
 from simulator.sim import ROLES, Sim, serve_status
-from simulator.storage import REASONS
+from soakcore.distfs import DISTFS_REASONS
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument(f"--fault-{name}-at-sec", type=_positive(float))
     f.add_argument("--fault-regress-by", type=_positive(int), default=100)
     f.add_argument("--fault-distfs-fail-ratio", type=_positive(float), default=0.0)
-    f.add_argument("--fault-distfs-fail-reason", choices=REASONS, default="MISSING_SAMPLE")
+    f.add_argument("--fault-distfs-fail-reason", choices=DISTFS_REASONS, default="MISSING_SAMPLE")
     f.add_argument("--fault-crash-code", type=int, default=3)
     f.add_argument("--fault-partial-report", action="store_true")
     f.add_argument("--fault-slow-write-ms", type=_positive(int), default=0)

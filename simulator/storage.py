@@ -8,7 +8,6 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REASONS = ("MISSING_SAMPLE", "HASH_MISMATCH", "TIMEOUT", "READ_IO_ERROR", "SIGNATURE_INVALID", "UNKNOWN")
 BLOB_COUNT = 16
 BLOB_BYTES = 4096
 SAMPLE_BYTES = 512
