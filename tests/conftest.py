@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT.parent / "shared" / "agent_world" / "examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Real Agent World example documents, copied into the repository (fixtures/agent_world/SOURCE.md).
+EXAMPLES = FIXTURES / "agent_world"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -16,7 +17,5 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture
 def examples_dir() -> Path:
-    """The real Agent World example documents (shared/agent_world/examples)."""
-    if not EXAMPLES.is_dir():
-        pytest.fail(f"missing {EXAMPLES}: the shared/ folder must sit beside the checkout")
+    """The real Agent World example documents (tests/fixtures/agent_world)."""
     return EXAMPLES

@@ -17,7 +17,7 @@ from soakcore.services import (AlertWebhook, Service, free_port, http_get_json, 
                                start_alertmanager, start_prometheus, terminate, wait_http_ok)
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT.parent / "shared" / "agent_world" / "examples" / "g1-sequencer-epoch-3.json"
+EXAMPLE = ROOT / "tests" / "fixtures" / "agent_world" / "g1-sequencer-epoch-3.json"
 PROMETHEUS_TEMPLATE = ROOT / "prometheus" / "prometheus.yml.tmpl"
 T = TypeVar("T")
 
