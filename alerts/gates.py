@@ -18,16 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from soakcore.actions import ACTIONS, DOWN, RELAUNCH
+
 Severity = Literal["critical", "warning"]
 Scope = Literal["node", "topology", "run"]
 JOIN = "on(run_id, topology)"
-SCOPE_LABELS = {"node": "run_id, topology, node", "topology": "run_id, topology", "run": "run_id, topology"}
-# Actions that take a node (or its traffic) away on purpose.
-DOWN = ("restart", "kill", "pause", "disconnect")
+NODE = "run_id, topology, node"
+SCOPE_LABELS = {"node": NODE, "topology": "run_id, topology", "run": "run_id, topology"}
 WINDOW = "5m"      # window of the rate-like gates (lag p95, bursts, regressions, crashes)
 SLOPE_WINDOW = "10m"  # window of the growth-slope gates (memory, fds, disk)
-# Window of the regression counter: short so that a restart's grace can outlast it, yet
-# longer than the checker's coarsest subquery step (an 8 h run judged in 400 steps = 72 s).
+# Window of the regression counters: longer than the checker's coarsest subquery step (an
+# 8 h run judged in 400 steps = 72 s). Regressions during a restart are not in it: the
+# exporter counts those apart (soak_consensus_height_regressions_excused_total).
 REGRESSION_WINDOW = "2m"
 
 
@@ -36,14 +38,20 @@ def threshold(key: str) -> str:
     return f'max by (run_id, topology) (soak_gate_threshold{{gate="{key}"}})'
 
 
-def outside_chaos(expr: str, actions: tuple[str, ...], grace: str, scope: Scope) -> str:
-    """``expr`` minus the series whose node (or topology) had one of ``actions`` in effect
-    at any time during the last ``grace``: the fault window plus its grace is exempt."""
+def exempt_now(actions: tuple[str, ...]) -> str:
+    """Nodes (labels run_id, topology, node) exempt now from ``actions``: a window of one is
+    in effect or ended less than that action's grace ago (``soakcore.actions``). The exporter
+    keeps each window's end in the series, so a fault shorter than a scrape is still seen."""
+    return (f'max by ({NODE}) (soak_chaos_exempt_until_timestamp_seconds{{action=~"{"|".join(actions)}"}})'
+            " - time() > 0")
+
+
+def outside_chaos(expr: str, actions: tuple[str, ...]) -> str:
+    """``expr`` minus the nodes exempt from ``actions`` now: only the faulted node, only for
+    its fault window plus the action's grace."""
     if not actions:
         return expr
-    by = SCOPE_LABELS[scope]
-    active = f'max by ({by}) (max_over_time(soak_chaos_active{{action=~"{"|".join(actions)}"}}[{grace}]))'
-    return f"({expr}) unless on({by}) ({active} > 0)"
+    return f"({expr}) unless on({NODE}) ({exempt_now(actions)})"
 
 
 def after_warmup(expr: str) -> str:
@@ -67,8 +75,7 @@ class Gate:
     data: str                 # PromQL: non-empty when there is enough data to judge
     threshold_key: str | None
     for_: str                 # how long the breach must last before the alert fires
-    exempt: tuple[str, ...]   # chaos actions whose windows (plus grace) exempt the gate
-    grace: str                # exemption lasts this long after the fault ends
+    exempt: tuple[str, ...]   # chaos actions whose windows (plus each action's grace) exempt the node
     summary: str
     description: str
     runbook: str              # what to look at first when it fires
@@ -76,10 +83,13 @@ class Gate:
     unit: str = ""
     # True when ``data`` only exists after warm-up: the insufficient-data alert waits for it.
     warmup: bool = False
+    # The gate can only fire once its threshold (a duration, in seconds) has elapsed: a
+    # shorter window is insufficient_data, never a pass (stall, report gap).
+    threshold_is_duration: bool = False
 
     @property
     def value(self) -> str:
-        return outside_chaos(self.measure, self.exempt, self.grace, self.scope)
+        return outside_chaos(self.measure, self.exempt)
 
     @property
     def breach(self) -> str:
@@ -91,123 +101,172 @@ class Gate:
     def anchor(self) -> str:
         return self.alert.lower()
 
+    def needs_secs(self, thresholds: dict[str, float]) -> float:
+        """Shortest window in which this gate could fire at all; a passing gate judged over a
+        shorter window is insufficient_data (it could not have failed)."""
+        secs = _secs(self.for_)
+        if self.threshold_is_duration and self.threshold_key:
+            secs += thresholds.get(self.threshold_key, 0.0)
+        if self.warmup:
+            secs += thresholds.get("warmup_secs", 0.0)
+        return secs
+
+
+def _secs(duration: str) -> float:
+    return float(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def grace_text(actions: tuple[str, ...]) -> str:
+    """Human text of the exemption: each action with its grace."""
+    return ", ".join(f"{a} (+{ACTIONS[a].grace_secs:g}s)" for a in actions) or "never exempt"
+
 
 def _lag_outside_chaos() -> str:
     # Samples taken during a fault window (plus grace) are left out of the p95 itself, so a
     # long pause does not poison the next five minutes.
     lag = "soak_consensus_network_committed_height - soak_consensus_committed_height"
-    return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN, '30s', 'node')})[{WINDOW}:10s])"
-
-
-def _stall_clock() -> str:
-    # The stall clock restarts when a fault ends, so time inside fault windows never counts
-    # (the old script added all down-time to the threshold instead). Looking back one hour
-    # is enough while max_stall_secs stays below it: an older fault cannot hide a stall.
-    fault = f'timestamp(soak_chaos_active{{action=~"{"|".join(DOWN)}"}} > 0)'
-    progress = "max by (run_id, topology) (soak_consensus_last_progress_timestamp_seconds)"
-    fault_end = f"max by (run_id, topology) (max_over_time(({fault})[1h:5s]))"
-    # Distinct labels so that `or` keeps both and max picks the later of the two.
-    since = (f'label_replace({progress}, "since", "progress", "", "") or '
-             f'label_replace({fault_end}, "since", "fault", "", "")')
-    return f"time() - max by (run_id, topology) ({since})"
+    return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN)})[{WINDOW}:10s])"
 
 
 _NODE_CHECKS = 'sum by (run_id, topology, node) (soak_distfs_checks_total)'
+_RECENT_CHECKS = f'sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}]))'
+_MIN_CHECKS = f"{JOIN} group_left() {threshold('min_distfs_checks')}"
 
 GATES: tuple[Gate, ...] = (
-    Gate("committed_height_regressed", "SoakCommittedHeightRegressed", "critical",
-         f"increase(soak_consensus_height_regressions_total[{REGRESSION_WINDOW}])",
-         # Grace longer than the window: a drop counted during a restart never fires later.
-         "soak_consensus_committed_height", None, "0s", ("restart", "kill"), "180s",
-         "Committed height went down on {{ $labels.node }}",
-         "{{ $labels.node }} ({{ $labels.topology }}) reported a lower committed height than before, outside any restart.",
-         "A committed block was un-committed: check the node's persisted state and its stderr around the drop."),
-    Gate("consensus_stalled", "SoakConsensusStalled", "critical",
-         _stall_clock(),
-         "soak_consensus_last_progress_timestamp_seconds", "max_stall_secs", "15s", DOWN, "60s",
-         "No committed-height progress in {{ $labels.topology }}",
-         "No node of {{ $labels.topology }} committed a new block for {{ $value | humanizeDuration }} outside fault windows.",
-         "Check the sequencer first (process up? paused? stderr), then gossip connectivity between nodes.",
-         scope="topology", unit="s"),
-    Gate("consensus_lag_high", "SoakConsensusLagHigh", "critical", _lag_outside_chaos(),
-         "soak_consensus_network_committed_height", "max_lag_p95", "30s", DOWN, "30s",
-         "Consensus lag p95 high on {{ $labels.node }}",
-         "p95 of network-committed minus committed height on {{ $labels.node }} over 5m is {{ $value | printf \"%.1f\" }} blocks.",
-         "A follower is not keeping up: look for packet loss, CPU starvation or a slow executor on that node.",
+    Gate(name="committed_height_regressed", alert="SoakCommittedHeightRegressed", severity="critical",
+         # Drops seen while the node was exempt from a restart/kill are counted apart by the
+         # exporter, at the moment they were seen: a real drop 30 s after a restart still fails.
+         measure=f"increase(soak_consensus_height_regressions_total[{REGRESSION_WINDOW}])"
+                 f" - on({NODE}) increase(soak_consensus_height_regressions_excused_total[{REGRESSION_WINDOW}])",
+         data="soak_consensus_committed_height", threshold_key=None, for_="0s", exempt=(),
+         summary="Committed height went down on {{ $labels.node }}",
+         description="{{ $labels.node }} ({{ $labels.topology }}) reported a lower committed height than before, "
+                     "outside any restart of that node.",
+         runbook="A committed block was un-committed: check the node's persisted state and its stderr around the drop."),
+    Gate(name="consensus_stalled", alert="SoakConsensusStalled", severity="critical",
+         # The exporter's stall clock pauses only while a fault holds a consensus-critical
+         # node (window + grace); it never restarts for a fault (exporter/chaoswin.py).
+         measure="max by (run_id, topology) (soak_consensus_stall_seconds)",
+         data="soak_consensus_stall_seconds", threshold_key="max_stall_secs", for_="15s", exempt=(),
+         summary="No committed-height progress in {{ $labels.topology }}",
+         description="No node of {{ $labels.topology }} committed a new block for {{ $value | humanizeDuration }}, "
+                     "not counting faults on consensus-critical nodes.",
+         runbook="Check the sequencer first (process up? paused? stderr), then gossip connectivity between nodes.",
+         scope="topology", unit="s", threshold_is_duration=True),
+    Gate(name="consensus_lag_high", alert="SoakConsensusLagHigh", severity="critical", measure=_lag_outside_chaos(),
+         data="soak_consensus_network_committed_height", threshold_key="max_lag_p95", for_="30s", exempt=DOWN,
+         summary="Consensus lag p95 high on {{ $labels.node }}",
+         description="p95 of network-committed minus committed height on {{ $labels.node }} over 5m is "
+                     "{{ $value | printf \"%.1f\" }} blocks.",
+         runbook="A follower is not keeping up: look for packet loss, CPU starvation or a slow executor on that node.",
          unit="blocks"),
-    Gate("consensus_fork_detected", "SoakConsensusForkDetected", "critical",
-         "max by (run_id, topology) (soak_consensus_hash_mismatches_total)",
-         "soak_consensus_committed_height", None, "0s", (), "0s",
-         "Fork: two block hashes at one height in {{ $labels.topology }}",
-         "{{ $value }} heights were seen with two different block hashes across nodes. Never exempt.",
-         "Compare last_block_hash and peer_heads in the nodes' reports at the first mismatched height.",
+    Gate(name="consensus_fork_detected", alert="SoakConsensusForkDetected", severity="critical",
+         measure="max by (run_id, topology) (soak_consensus_hash_mismatches_total)",
+         data="soak_consensus_committed_height", threshold_key=None, for_="0s", exempt=(),
+         summary="Fork: two block hashes at one height in {{ $labels.topology }}",
+         description="{{ $value }} heights were seen with two different block hashes across nodes. Never exempt.",
+         runbook="Compare last_block_hash and peer_heads in the nodes' reports at the first mismatched height.",
          scope="topology"),
-    Gate("distfs_failure_ratio_high", "SoakDistfsFailureRatioHigh", "critical",
-         f'(sum by (run_id, topology, node) (soak_distfs_checks_total{{result="failed"}}) / {_NODE_CHECKS})'
-         f" and on(run_id, topology, node) ({_NODE_CHECKS} >= {JOIN} group_left() {threshold('min_distfs_checks')})",
-         f"{_NODE_CHECKS} >= {JOIN} group_left() {threshold('min_distfs_checks')}",
-         "max_distfs_failure_ratio", "30s", (), "0s",
-         "DistFS challenge failure ratio high on {{ $labels.node }}",
-         "Run-cumulative DistFS failed/total checks on {{ $labels.node }} is {{ $value | humanizePercentage }}.",
-         "See soak_distfs_check_failures_total by reason; MISSING_SAMPLE points at the blob store, TIMEOUT at load.",
+    Gate(name="distfs_failure_ratio_high", alert="SoakDistfsFailureRatioHigh", severity="critical",
+         measure=f'(sum by ({NODE}) (soak_distfs_checks_total{{result="failed"}}) / {_NODE_CHECKS})'
+                 f" and on({NODE}) ({_NODE_CHECKS} >= {_MIN_CHECKS})",
+         data=f"{_NODE_CHECKS} >= {_MIN_CHECKS}", threshold_key="max_distfs_failure_ratio", for_="30s", exempt=(),
+         summary="DistFS challenge failure ratio high on {{ $labels.node }}",
+         description="Run-cumulative DistFS failed/total checks on {{ $labels.node }} is "
+                     "{{ $value | humanizePercentage }}.",
+         runbook="See soak_distfs_check_failures_total by reason; MISSING_SAMPLE points at the blob store, "
+                 "TIMEOUT at load.",
          unit="ratio"),
-    Gate("distfs_failure_reason_burst", "SoakDistfsFailureReasonBurst", "warning",
-         f"max by (run_id, topology, node) (increase(soak_distfs_check_failures_total[{WINDOW}]))"
-         f" / on(run_id, topology, node) sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}]))",
-         f"sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}])) > 0",
-         # Grace outlasts the 5m window, so pressure-induced failures never fire afterwards.
-         "max_distfs_failure_ratio", "30s", ("challenge_pressure",), "330s",
-         "One DistFS failure reason dominates on {{ $labels.node }}",
-         "In the last 5m a single failure reason made up {{ $value | humanizePercentage }} of all checks.",
-         "A burst of one reason is usually one broken thing (a disk, a clock, a key): look at that reason first.",
+    Gate(name="distfs_recent_failure_ratio_high", alert="SoakDistfsRecentFailureRatioHigh", severity="critical",
+         # The cumulative ratio dilutes a store lost late in a long run; this one sees it.
+         measure=f'(sum by ({NODE}) (increase(soak_distfs_checks_total{{result="failed"}}[{WINDOW}]))'
+                 f" / {_RECENT_CHECKS}) and on({NODE}) ({_RECENT_CHECKS} >= {_MIN_CHECKS})",
+         data=f"{_RECENT_CHECKS} >= {_MIN_CHECKS}", threshold_key="max_distfs_failure_ratio", for_="30s",
+         exempt=("challenge_pressure",),
+         summary="DistFS challenges failing now on {{ $labels.node }}",
+         description="In the last 5m, {{ $value | humanizePercentage }} of the DistFS checks on {{ $labels.node }} "
+                     "failed.",
+         runbook="Something broke recently: see soak_distfs_check_failures_total by reason around the first "
+                 "failure and the node's blob store.",
          unit="ratio"),
-    Gate("reward_invariant_violated", "SoakRewardInvariantViolated", "critical",
-         "1 - soak_reward_invariant_ok", "soak_reward_invariant_ok", None, "0s", (), "0s",
-         "Reward-asset invariant violated on {{ $labels.node }}",
-         "reward_asset_invariant_status.ok is false on {{ $labels.node }}. Never exempt.",
-         "Read reward_asset_invariant_report.violations in the node's newest report."),
-    Gate("process_crashed", "SoakProcessCrashed", "critical",
-         f'increase(soak_process_restarts_total{{cause="crash"}}[{WINDOW}])',
-         "soak_process_up", None, "0s", (), "0s",
-         "{{ $labels.node }} exited without being told to",
-         "{{ $labels.node }} exited outside chaos (a crash) in the last 5m.",
-         "Read the tail of the node's stderr.log in the run directory; the runner noted the exit code."),
-    Gate("process_down", "SoakProcessDown", "critical", "1 - soak_process_up", "soak_process_up", None, "15s",
-         ("restart", "kill"), "30s",
-         "{{ $labels.node }} is not running",
-         "The process of {{ $labels.node }} has been down for more than 15s outside a restart.",
-         "Was it stopped by the crash policy? Check run_state.json and the node's stderr.log."),
-    Gate("memory_growth_high", "SoakMemoryGrowthHigh", "critical",
-         after_warmup(f"deriv(soak_process_resident_memory_bytes[{SLOPE_WINDOW}]) * 3600"),
-         after_warmup("soak_process_resident_memory_bytes"), "max_rss_growth_bytes_per_hour", "30s", DOWN, "60s",
-         "RSS of {{ $labels.node }} grows too fast",
-         "RSS slope of {{ $labels.node }} after warm-up is {{ $value | humanize1024 }}B/h.",
-         "A leak or an unbounded queue: compare rss.csv over time; take a heap profile of the node.",
+    Gate(name="distfs_failure_reason_burst", alert="SoakDistfsFailureReasonBurst", severity="warning",
+         measure=f"max by ({NODE}) (increase(soak_distfs_check_failures_total[{WINDOW}]))"
+                 f" / on({NODE}) {_RECENT_CHECKS}",
+         data=f"{_RECENT_CHECKS} > 0", threshold_key="max_distfs_failure_ratio", for_="30s",
+         exempt=("challenge_pressure",),
+         summary="One DistFS failure reason dominates on {{ $labels.node }}",
+         description="In the last 5m a single failure reason made up {{ $value | humanizePercentage }} of all checks.",
+         runbook="A burst of one reason is usually one broken thing (a disk, a clock, a key): look at that reason first.",
+         unit="ratio"),
+    Gate(name="reward_invariant_violated", alert="SoakRewardInvariantViolated", severity="critical",
+         measure="1 - soak_reward_invariant_ok", data="soak_reward_invariant_ok", threshold_key=None, for_="0s",
+         exempt=(),
+         summary="Reward-asset invariant violated on {{ $labels.node }}",
+         description="reward_asset_invariant_status.ok is false on {{ $labels.node }}. Never exempt.",
+         runbook="Read reward_asset_invariant_report.violations in the node's newest report."),
+    Gate(name="process_crashed", alert="SoakProcessCrashed", severity="critical",
+         measure=f'increase(soak_process_restarts_total{{cause="crash"}}[{WINDOW}])',
+         data="soak_process_up", threshold_key=None, for_="0s", exempt=(),
+         summary="{{ $labels.node }} exited without being told to",
+         description="{{ $labels.node }} exited outside chaos (a crash) in the last 5m.",
+         runbook="Read the tail of the node's stderr.log in the run directory; the runner noted the exit code."),
+    Gate(name="process_down", alert="SoakProcessDown", severity="critical", measure="1 - soak_process_up",
+         data="soak_process_up", threshold_key=None, for_="15s", exempt=RELAUNCH,
+         summary="{{ $labels.node }} is not running",
+         description="The process of {{ $labels.node }} has been down for more than 15s outside a restart.",
+         runbook="Was it stopped by the crash policy? Check run_state.json and the node's stderr.log."),
+    Gate(name="memory_growth_high", alert="SoakMemoryGrowthHigh", severity="critical",
+         measure=after_warmup(f"deriv(soak_process_resident_memory_bytes[{SLOPE_WINDOW}]) * 3600"),
+         data=after_warmup("soak_process_resident_memory_bytes"), threshold_key="max_rss_growth_bytes_per_hour",
+         for_="30s", exempt=DOWN,
+         summary="RSS of {{ $labels.node }} grows too fast",
+         description="RSS slope of {{ $labels.node }} after warm-up is {{ $value | humanize1024 }}B/h.",
+         runbook="A leak or an unbounded queue: compare rss.csv over time; take a heap profile of the node.",
          unit="bytes/h", warmup=True),
-    Gate("fd_growth_high", "SoakFdGrowthHigh", "critical",
-         after_warmup(f"deriv(soak_process_open_fds[{SLOPE_WINDOW}]) * 3600"),
-         after_warmup("soak_process_open_fds"), "max_fd_growth_per_hour", "30s", DOWN, "60s",
-         "Open fds of {{ $labels.node }} keep growing",
-         "Open file descriptors of {{ $labels.node }} grow by {{ $value | printf \"%.0f\" }} per hour after warm-up.",
-         "List /proc/<pid>/fd of the node: sockets or files that are never closed.", unit="fds/h", warmup=True),
-    Gate("disk_growth_high", "SoakDiskGrowthHigh", "critical",
-         after_warmup(f"deriv(soak_node_disk_bytes[{SLOPE_WINDOW}]) * 3600"),
-         after_warmup("soak_node_disk_bytes"), "max_disk_growth_bytes_per_hour", "30s", ("restart", "kill"), "60s",
-         "Disk use of {{ $labels.node }} grows too fast",
-         "The working directory of {{ $labels.node }} grows by {{ $value | humanize1024 }}B/h after warm-up.",
-         "Look for logs or stores that are never compacted under the node's work directory.", unit="bytes/h", warmup=True),
-    Gate("reports_missing", "SoakReportsMissing", "critical",
-         "time() - soak_report_last_observed_timestamp_seconds",
-         "soak_report_last_observed_timestamp_seconds", "max_report_gap_secs", "0s", DOWN, "60s",
-         "No new epoch report from {{ $labels.node }}",
-         "{{ $labels.node }} wrote no epoch report for {{ $value | humanizeDuration }} outside fault windows.",
-         "Is the reward runtime enabled with a short epoch? Is the node stuck (tick_count)?", unit="s"),
-    Gate("exporter_down", "SoakExporterDown", "critical",
-         '(1 - max(up{job="soak-exporter"})) or absent(soak_exporter_scrape_duration_seconds)',
-         "soak_exporter_scrape_duration_seconds", None, "30s", (), "0s",
-         "The soak exporter is not being scraped",
-         "Prometheus cannot scrape the soak exporter: every other gate is blind. A dead man's switch.",
-         "Is soak-exporter running and listening on the port in prometheus.yml?", scope="run"),
+    Gate(name="fd_growth_high", alert="SoakFdGrowthHigh", severity="critical",
+         measure=after_warmup(f"deriv(soak_process_open_fds[{SLOPE_WINDOW}]) * 3600"),
+         data=after_warmup("soak_process_open_fds"), threshold_key="max_fd_growth_per_hour", for_="30s",
+         exempt=DOWN,
+         summary="Open fds of {{ $labels.node }} keep growing",
+         description="Open file descriptors of {{ $labels.node }} grow by {{ $value | printf \"%.0f\" }} per hour "
+                     "after warm-up.",
+         runbook="List /proc/<pid>/fd of the node: sockets or files that are never closed.", unit="fds/h",
+         warmup=True),
+    Gate(name="disk_growth_high", alert="SoakDiskGrowthHigh", severity="critical",
+         measure=after_warmup(f"deriv(soak_node_disk_bytes[{SLOPE_WINDOW}]) * 3600"),
+         data=after_warmup("soak_node_disk_bytes"), threshold_key="max_disk_growth_bytes_per_hour", for_="30s",
+         exempt=RELAUNCH,
+         summary="Disk use of {{ $labels.node }} grows too fast",
+         description="The working directory of {{ $labels.node }} grows by {{ $value | humanize1024 }}B/h after "
+                     "warm-up.",
+         runbook="Look for logs or stores that are never compacted under the node's work directory.",
+         unit="bytes/h", warmup=True),
+    Gate(name="reports_missing", alert="SoakReportsMissing", severity="critical",
+         # Arrival on the exporter's clock (a node's own clock may be skewed); before its
+         # first report a node counts from its start, so a node that never reports fails too.
+         measure="time() - soak_report_last_arrival_timestamp_seconds",
+         data="soak_report_last_arrival_timestamp_seconds", threshold_key="max_report_gap_secs", for_="0s",
+         exempt=DOWN,
+         summary="No new epoch report from {{ $labels.node }}",
+         description="{{ $labels.node }} wrote no epoch report for {{ $value | humanizeDuration }} outside fault "
+                     "windows.",
+         runbook="Is the reward runtime enabled with a short epoch? Is the node stuck (tick_count)?", unit="s",
+         threshold_is_duration=True),
+    Gate(name="exporter_down", alert="SoakExporterDown", severity="critical",
+         measure='(1 - max(up{job="soak-exporter"})) or absent(soak_exporter_scrape_duration_seconds)',
+         data="soak_exporter_scrape_duration_seconds", threshold_key=None, for_="30s", exempt=(),
+         summary="The soak exporter is not being scraped",
+         description="Prometheus cannot scrape the soak exporter: every other gate is blind. A dead man's switch.",
+         runbook="Is soak-exporter running and listening on the port in prometheus.yml?", scope="run"),
+    Gate(name="exporter_scrape_failing", alert="SoakExporterScrapeFailing", severity="critical",
+         # Scraped but failing (run-state unreadable, a node's reports unreadable by a bug):
+         # its readings may be frozen, so the other gates may pass on stale data.
+         measure="max by (run_id, topology) (soak_exporter_scrape_error)",
+         data="soak_exporter_scrape_error", threshold_key=None, for_="30s", exempt=(),
+         summary="The soak exporter fails while being scraped",
+         description="soak_exporter_scrape_error has been 1 for 30s in {{ $labels.topology }}: readings may be stale.",
+         runbook="Read <topology>/exporter.log in the run directory: a run-state or report read keeps failing.",
+         scope="topology"),
 )
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from alerts.gates import DOWN, GATES, Gate, warming_up
+from alerts.gates import GATES, Gate, grace_text, warming_up
+from soakcore.actions import DOWN
 from alerts.profiles import PROFILES
 
 HERE = Path(__file__).resolve().parent
@@ -52,8 +53,9 @@ def rules() -> dict[str, Any]:
         {"name": "soak-gate-data", "rules": [_insufficient(g) for g in GATES]},
         {"name": "soak-chaos", "rules": [{
             # Source of Alertmanager's inhibition: node alerts are muted while the node is
-            # down on purpose. Severity info goes to no receiver.
-            "alert": "SoakChaosFaultActive", "expr": "max by (run_id, topology, node, action) (soak_chaos_active) > 0",
+            # down on purpose, window plus the action's grace. Severity info goes to no receiver.
+            "alert": "SoakChaosFaultActive",
+            "expr": "max by (run_id, topology, node, action) (soak_chaos_exempt_until_timestamp_seconds) - time() > 0",
             "labels": {"severity": "info"},
             "annotations": {"summary": "{{ $labels.action }} injected on {{ $labels.node }}",
                             "description": "A planned fault is in effect.", "runbook_url": f"{RUNBOOK_URL}#chaos"}}]},
@@ -90,8 +92,7 @@ def runbook() -> str:
         lines += [f'<a id="{g.anchor}"></a>', f"## {g.alert}", "",
                   f"- gate `{g.name}`, severity **{g.severity}**, scope {g.scope}, fires after `{g.for_}`",
                   f"- threshold `{key or '0'}`: {per_profile} {g.unit}".rstrip(),
-                  f"- exempt during: {', '.join(g.exempt) or 'never exempt'}"
-                  + (f" (plus {g.grace} grace)" if g.exempt else ""),
+                  f"- exempt (that node only, fault window plus grace): {grace_text(g.exempt)}",
                   f"- needs data: `{g.data}`", "",
                   f"{g.description}", "", f"**First look:** {g.runbook}", "",
                   "```promql", g.value, "```", ""]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from alerts.gates import DOWN, outside_chaos
+from alerts.gates import outside_chaos
+from soakcore.actions import DOWN
 from checker.promapi import Prom
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
     sel = f'run_id="{run_id}",topology="{topology}"' if run_id else f'topology="{topology}"'
     rng = lambda q: prom.range(q, since, until, step)  # noqa: E731
     lag_expr = outside_chaos(f"soak_consensus_network_committed_height{{{sel}}} - "
-                             f"soak_consensus_committed_height{{{sel}}}", DOWN, "30s", "node")
+                             f"soak_consensus_committed_height{{{sel}}}", DOWN)
     lag = _by_node(rng(lag_expr))
     heights = _by_node(rng(f"soak_consensus_committed_height{{{sel}}}"))
     rss = _by_node(rng(f"soak_process_resident_memory_bytes{{{sel}}}"))

@@ -17,13 +17,14 @@ from typing import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter import chaoswin
 from exporter.families import build_families
 from exporter.ingest import ReportDir
 from exporter.procs import DiskSizer
 from exporter.reports import MAX_REPORT_BYTES, ReportError, parse_document
 from exporter.state import HashBook, NodeView
 from soakcore.errors import SoakError
-from soakcore.runstate import RunState, read_run_state
+from soakcore.runstate import ChaosWindow, RunState, read_run_state
 
 log = logging.getLogger("soak-exporter")
 # urllib also opens file:// and ftp://; a status URL from a flag or the run-state must not.
@@ -40,6 +41,8 @@ class Source:
     pid: str | None = None          # pid or pidfile
     status_url: str | None = None
     restarts: dict[str, int] | None = None  # from the runner; None = detect pid changes
+    started_at: float | None = None          # first start in this run (run-state)
+    critical: bool = False                   # consensus-critical (run-state)
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,16 @@ class Setup:
     scenario: str = "unknown"
     thresholds: dict[str, float] = field(default_factory=dict)
     sources: tuple[Source, ...] = ()
-    chaos_active: frozenset[tuple[str, str]] = frozenset()
+    chaos_windows: tuple[ChaosWindow, ...] = ()
     chaos_events: tuple[tuple[str, str, str, int], ...] = ()
 
 
 def setup_from_run_state(rs: RunState) -> Setup:
     return Setup(rs.run_id, rs.topology, rs.profile, rs.scenario, dict(rs.thresholds),
                  tuple(Source(n.node, n.role, n.node_id, n.report_dir, n.work_dir,
-                              str(n.pid) if n.pid else None, n.status_url, dict(n.restarts)) for n in rs.nodes),
-                 frozenset((a.node, a.action) for a in rs.chaos_active),
+                              str(n.pid) if n.pid else None, n.status_url, dict(n.restarts), n.started_at,
+                              n.critical) for n in rs.nodes),
+                 rs.chaos_windows,
                  tuple((c.node, c.action, c.phase, c.count) for c in rs.chaos_events))
 
 
@@ -76,6 +80,7 @@ class SoakCollector(Collector):
         self.views: dict[str, NodeView] = {}
         self.dirs: dict[str, ReportDir] = {}
         self.hashes = HashBook()
+        self.excuser = chaoswin.Excuser()
         self.pids: dict[str, int] = {}
         self.detected_crashes: dict[str, int] = {}
         self.disk = DiskSizer()
@@ -105,6 +110,7 @@ class SoakCollector(Collector):
             return
         if (new.run_id, new.topology) != (self.setup.run_id, self.setup.topology):
             self.views, self.dirs, self.hashes, self.pids, self.detected_crashes = {}, {}, HashBook(), {}, {}
+            self.excuser = chaoswin.Excuser()
         self.setup = new
         self._apply_sources()
 

@@ -5,14 +5,17 @@ carries ``run_id`` and ``topology`` first.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter import chaoswin
 from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
 from exporter.state import NodeView
 from soakcore.distfs import DISTFS_REASONS
+from soakcore.actions import RELAUNCH
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 
 if TYPE_CHECKING:
@@ -60,15 +63,42 @@ def build_families(c: "SoakCollector") -> Iterator[Metric]:
             _consensus_metrics(f, view, src.node)
             _distfs_metrics(f, view, src.node)
         _process_metrics(f, c, src)
-        for action in CHAOS_ACTIONS:
-            f.add("gauge", "soak_chaos_active", "1 while an injected fault is in effect.", ("node", "action"),
-                  [src.node, action], float((src.node, action) in s.chaos_active))
+    _chaos_metrics(f, c, time.time())
     for node, action, phase, count in s.chaos_events:
         f.add("counter", "soak_chaos_events_total", "Chaos events by outcome.", ("node", "action", "phase"),
               [node, action, phase], count)
     f.add("counter", "soak_consensus_hash_mismatches_total", "Heights with two different block hashes.",
           (), [], c.hashes.mismatches)
     yield from f.out.values()
+
+
+def _chaos_metrics(f: Families, c: "SoakCollector", now: float) -> None:
+    """Fault windows (exemptions) and the stall clock: see ``exporter.chaoswin``."""
+    s = c.setup
+    active = chaoswin.active(s.chaos_windows)
+    for src in s.sources:
+        for action in CHAOS_ACTIONS:
+            f.add("gauge", "soak_chaos_active", "1 while an injected fault is in effect.", ("node", "action"),
+                  [src.node, action], float((src.node, action) in active))
+    exempt = chaoswin.exempt_until(s.chaos_windows, now)
+    for (node, action), until in sorted(exempt.items()):
+        f.add("gauge", "soak_chaos_exempt_until_timestamp_seconds",
+              "Gates exempt the node from this action's effects until then (window end + grace).",
+              ("node", "action"), [node, action], until)
+    relaunch = {node for (node, action), until in exempt.items() if action in RELAUNCH and until > now}
+    for src in s.sources:
+        view = c.views.get(src.node)
+        if view is not None:
+            f.add("counter", "soak_consensus_height_regressions_excused_total",
+                  "Height drops first seen while the node was exempt from a restart or kill.", ("node",),
+                  [src.node], c.excuser.observe(src.node, view.regressions, src.node in relaunch))
+    progress = [v.last_progress_s for v in c.views.values() if v.last_progress_s is not None]
+    starts = [src.started_at for src in s.sources if src.started_at is not None]
+    stall = chaoswin.stall_seconds(max(progress, default=None), min(starts, default=None), s.chaos_windows,
+                                   {src.node for src in s.sources if src.critical}, now)
+    f.add("gauge", "soak_consensus_stall_seconds",
+          "Seconds without committed-height progress in the topology, faults on critical nodes not counted.",
+          (), [], stall)
 
 
 def _process_metrics(f: Families, c: "SoakCollector", src: "Source") -> None:

@@ -14,6 +14,7 @@ from typing import Callable
 from runner import netcut
 from runner.nodes import NodeProc, wait_for
 from runner.plan import ChaosEvent
+from soakcore.runstate import ChaosWindow
 
 LOG_HEADER = "timestamp|topology|event_id|phase|action|node|detail\n"
 PRESSURE_FILE = "challenge_pressure.json"
@@ -40,11 +41,14 @@ class ChaosEngine:
     log: ChaosLog
     publish: Callable[[], None]          # rewrite run-state
     tag: str                             # nftables table tag, unique per run+topology
-    active: set[tuple[str, str]] = field(default_factory=set)
+    # Every fault window of the run, open ones with end None. Counted, not a set: two
+    # overlapping faults on one node are two windows and the first to end keeps the other.
+    windows: list[ChaosWindow] = field(default_factory=list)
+    heal_errors: list[str] = field(default_factory=list)
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _tables: set[str] = field(default_factory=set)
+    _tables: dict[str, int] = field(default_factory=dict)  # live cuts: table -> a cut port
     stop: threading.Event = field(default_factory=threading.Event)
 
     def launch(self, ev: ChaosEvent) -> None:
@@ -54,23 +58,37 @@ class ChaosEngine:
 
     def _run(self, ev: ChaosEvent) -> None:
         self.log.write(self.topology, ev, "start", f"down_secs={ev.down_secs:g} duration_secs={ev.duration_secs:g}")
-        self._set_active(ev, True)
+        index = self._open_window(ev)
         try:
             detail = getattr(self, f"_do_{ev.action}")(ev)
             phase = "skipped" if detail.startswith("skipped:") else "completed"
         except Exception as exc:  # noqa: BLE001 - a failed fault is logged, never fatal
             phase, detail = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            self._set_active(ev, False)
+            self._close_window(index)
         with self._lock:
             key = (ev.node, ev.action, phase)
             self.counts[key] = self.counts.get(key, 0) + 1
         self.log.write(self.topology, ev, phase, detail.removeprefix("skipped: "))
         self.publish()
 
-    def _set_active(self, ev: ChaosEvent, on: bool) -> None:
+    @property
+    def active(self) -> set[tuple[str, str]]:
+        """(node, action) of the faults in effect now."""
         with self._lock:
-            (self.active.add if on else self.active.discard)((ev.node, ev.action))
+            return {(w.node, w.action) for w in self.windows if w.end is None}
+
+    def _open_window(self, ev: ChaosEvent) -> int:
+        with self._lock:
+            self.windows.append(ChaosWindow(ev.node, ev.action, ev.id, time.time()))
+            index = len(self.windows) - 1
+        self.publish()
+        return index
+
+    def _close_window(self, index: int) -> None:
+        with self._lock:
+            w = self.windows[index]
+            self.windows[index] = ChaosWindow(w.node, w.action, w.event_id, w.start, max(time.time(), w.start))
         self.publish()
 
     def _hold(self, secs: float) -> None:
@@ -117,14 +135,13 @@ class ChaosEngine:
         if not spec.gossip_ports:
             return "skipped: the node has no gossip ports to cut (topology file: gossip_ports)"
         table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports)
-        self._tables.add(table)
+        self._tables[table] = spec.gossip_ports[0]
         try:
             if not netcut.probe_blocked("127.0.0.1", spec.gossip_ports[0]):
                 raise RuntimeError("traffic still flows after the cut")
             self._hold(ev.duration_secs)
         finally:
-            netcut.heal(table)
-            self._tables.discard(table)
+            self._heal_cut(table, spec.gossip_ports[0])
         return f"udp ports {','.join(map(str, spec.gossip_ports))} cut {ev.duration_secs:g}s and healed"
 
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
@@ -141,12 +158,25 @@ class ChaosEngine:
             path.unlink(missing_ok=True)
         return f"{PRESSURE_CHECKS_PER_TICK} challenges/tick for {ev.duration_secs:g}s"
 
+    def _heal_cut(self, table: str, port: int) -> None:
+        """Delete the table and check that traffic flows again; a cut that stays is an error."""
+        netcut.heal(table)
+        others = {p for t, p in self._tables.items() if t != table}  # an overlapping cut still holds
+        if port not in others and netcut.probe_blocked("127.0.0.1", port):
+            error = f"network cut {table} could not be healed: port {port} still refuses traffic"
+            self.heal_errors.append(error)
+            raise RuntimeError(error)
+        self._tables.pop(table, None)
+
     def heal_all(self, timeout: float = 15.0) -> None:
         """End every fault now: wake the event threads (they heal in finally) and wait."""
         self.stop.set()
         for t in self._threads:
             t.join(timeout)
-        for table in list(self._tables):
-            netcut.heal(table)
+        for table, port in list(self._tables.items()):
+            try:
+                self._heal_cut(table, port)
+            except RuntimeError:
+                pass  # recorded in heal_errors, reported in the topology's notes
         for node in self.nodes.values():
             node.send(signal.SIGCONT)

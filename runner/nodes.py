@@ -23,6 +23,7 @@ class NodeProc:
     restarts: dict[str, int] = field(default_factory=lambda: {"chaos": 0, "crash": 0})
     intended_down: bool = False   # chaos (or shutdown) took it down on purpose
     crashes: list[str] = field(default_factory=list)
+    first_started_at: float | None = None  # unix s of the first start in this run
 
     @property
     def pid(self) -> int | None:
@@ -37,6 +38,8 @@ class NodeProc:
             self.proc = subprocess.Popen(self.spec.argv, cwd=self.spec.work_dir, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
         self.intended_down = False
+        if self.first_started_at is None:
+            self.first_started_at = time.time()
 
     def send(self, sig: signal.Signals) -> bool:
         if self.proc is None or self.proc.poll() is not None:

@@ -23,7 +23,7 @@ from runner.topology import build_custom, build_topology
 from soakcore.errors import SoakError
 from soakcore.services import free_port
 from soakcore.files import tail
-from soakcore.runstate import ChaosActive, ChaosCount, NodeState, RunState, write_run_state
+from soakcore.runstate import ChaosCount, NodeState, RunState, write_run_state
 
 
 class Topology:
@@ -57,9 +57,10 @@ class Topology:
                 run_id=self.cfg.run_id, topology=self.name, profile=self.cfg.profile.name,
                 scenario=self.cfg.launch.scenario, thresholds=dict(self.cfg.profile.thresholds),
                 nodes=tuple(NodeState(n.spec.node, n.spec.role, n.spec.node_id, str(n.spec.report_dir),
-                                      str(n.spec.work_dir), n.pid, n.spec.status_url, dict(n.restarts))
+                                      str(n.spec.work_dir), n.pid, n.spec.status_url, dict(n.restarts),
+                                      n.first_started_at, n.spec.critical)
                             for n in self.nodes.values()),
-                chaos_active=tuple(ChaosActive(node, action) for node, action in sorted(self.chaos.active)),
+                chaos_windows=tuple(self.chaos.windows),
                 chaos_events=tuple(ChaosCount(n, a, p, c) for (n, a, p), c in sorted(self.chaos.counts.items())))
             write_run_state(self.state_path, state)
 

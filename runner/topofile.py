@@ -8,6 +8,8 @@
         argv: [/opt/bin/node, --report-dir, "{report_dir}", --port, "7001"]
         gossip_ports: [7001]       # UDP ports a disconnect cuts (may be empty: then it is skipped)
         status_url: http://127.0.0.1:7101/v1/chain/status    # optional G2 endpoint
+        critical: true             # consensus-critical: a fault on it pauses the stall clock
+                                   # (default: true for role sequencer, else false)
 
 Placeholders replaced inside argv items: {report_dir} {work_dir} {epoch_secs} {tick_ms} {seed}.
 The process runs with cwd = its own ``<run>/<topology>/nodes/<node>/work``.
@@ -24,7 +26,7 @@ from soakcore.files import load_document
 from soakcore.ids import validate_name
 
 PLACEHOLDERS = ("report_dir", "work_dir", "epoch_secs", "tick_ms", "seed")
-NODE_FIELDS = {"node", "role", "node_id", "argv", "gossip_ports", "status_url"}
+NODE_FIELDS = {"node", "role", "node_id", "argv", "gossip_ports", "status_url", "critical"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class CustomNode:
     argv: tuple[str, ...]
     gossip_ports: tuple[int, ...]
     status_url: str | None = None
+    critical: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,11 @@ def _node(raw: Any, path: Path, i: int) -> CustomNode:
     role = raw.get("role", node)
     if not isinstance(role, str) or not role:
         raise InputError(path, f"{where}.role", f"expected a string, got {role!r}")
+    critical = raw.get("critical", role == "sequencer")
+    if not isinstance(critical, bool):
+        raise InputError(path, f"{where}.critical", f"expected true or false, got {critical!r}")
     return CustomNode(node, role, _named("node id", raw.get("node_id", node), path, f"{where}.node_id"),
-                      tuple(argv), tuple(ports), status_url)
+                      tuple(argv), tuple(ports), status_url, critical)
 
 
 def load_topology_file(path: Path, reserved: tuple[str, ...]) -> CustomTopology:

@@ -31,6 +31,9 @@ class NodeSpec:
     log_dir: Path
     gossip_ports: tuple[int, ...]  # UDP ports a network cut must drop
     status_url: str | None
+    # Consensus-critical: a fault on it can stop the topology committing (pauses the stall
+    # clock). The sequencer; in triad the one process; topology files may say otherwise.
+    critical: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def build_custom(custom: CustomTopology, topo_dir: Path, s: LaunchSettings) -> t
         values = {"report_dir": str(node_dir / "report"), "work_dir": str(node_dir / "work"),
                   "epoch_secs": f"{s.epoch_secs:g}", "tick_ms": str(s.tick_ms), "seed": str(s.seed)}
         specs.append(NodeSpec(n.node, n.role, n.node_id, expand(n.argv, values), node_dir / "work",
-                              node_dir / "report", node_dir, n.gossip_ports, n.status_url))
+                              node_dir / "report", node_dir, n.gossip_ports, n.status_url, n.critical))
     return tuple(specs)
 
 
@@ -96,4 +99,5 @@ def _spec(node: str, role: str, node_id: str, topo_dir: Path, s: LaunchSettings,
         argv += ["--status-listen", f"{s.bind_host}:{status_port}"]
         status_url = f"http://{s.bind_host}:{status_port}/v1/chain/status"
     argv += list(s.extra_args.get(node, ()))
-    return NodeSpec(node, role, node_id, tuple(argv), node_dir / "work", report_dir, node_dir, ports, status_url)
+    return NodeSpec(node, role, node_id, tuple(argv), node_dir / "work", report_dir, node_dir, ports, status_url,
+                    critical=role == "sequencer")

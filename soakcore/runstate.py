@@ -12,25 +12,33 @@ by cause, chaos state, thresholds and run metadata. JSON, schema version 1:
   "nodes": [{"node": "sequencer", "role": "sequencer", "node_id": "...-sequencer",
              "report_dir": "/abs/...", "work_dir": "/abs/...", "pid": 1234 | null,
              "status_url": "http://127.0.0.1:5611/v1/chain/status" | null,
-             "restarts": {"chaos": 0, "crash": 0}}],
-  "chaos_active": [{"node": "storage", "action": "pause"}],
+             "restarts": {"chaos": 0, "crash": 0},
+             "started_at": 1795000000.5 | null,      # first start in this run (unix s)
+             "critical": true}],                     # consensus-critical: its loss stops commits
+  "chaos_windows": [{"node": "storage", "action": "pause", "event_id": "td-pause",
+                     "start": 1795000010.0, "end": 1795000015.0 | null}],   # null: in effect
   "chaos_events": [{"node": "storage", "action": "pause", "phase": "completed", "count": 2}]
 }
+
+Every fault window of the run is kept (not a set of active faults): two overlapping faults
+on one node are two windows, and the first to end does not end the other. Times are the
+runner's wall clock, the same machine's clock the exporter reads.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from soakcore.actions import CHAOS_ACTIONS
 from soakcore.errors import InputError
 from soakcore.ids import validate_name
 
-VERSION = 1
-CHAOS_ACTIONS = ("restart", "kill", "pause", "disconnect", "challenge_pressure")
+VERSION = 2
 CHAOS_PHASES = ("completed", "failed", "skipped")
 RESTART_CAUSES = ("chaos", "crash")
 
@@ -45,12 +53,17 @@ class NodeState:
     pid: int | None = None
     status_url: str | None = None
     restarts: dict[str, int] = field(default_factory=lambda: {"chaos": 0, "crash": 0})
+    started_at: float | None = None
+    critical: bool = False
 
 
 @dataclass(frozen=True)
-class ChaosActive:
+class ChaosWindow:
     node: str
     action: str
+    event_id: str
+    start: float
+    end: float | None = None   # None while the fault is in effect
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class RunState:
     scenario: str
     thresholds: dict[str, float]
     nodes: tuple[NodeState, ...]
-    chaos_active: tuple[ChaosActive, ...] = ()
+    chaos_windows: tuple[ChaosWindow, ...] = ()
     chaos_events: tuple[ChaosCount, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +135,8 @@ def _node(raw: Any, path: Path, i: int) -> NodeState:
         pid=pid,
         status_url=raw.get("status_url"),
         restarts={"chaos": restarts.get("chaos", 0), "crash": restarts.get("crash", 0)},
+        started_at=_time(raw.get("started_at"), path, f"{where}started_at", optional=True),
+        critical=bool(raw.get("critical", False)),
     )
 
 
@@ -141,10 +156,7 @@ def read_run_state(path: Path) -> RunState:
     for key, value in thresholds.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InputError(path, f"thresholds.{key}", f"expected number, got {value!r}")
-    active = []
-    for i, raw in enumerate(_req(doc, "chaos_active", list, path, "")):
-        active.append(ChaosActive(node=validate_name("node", raw.get("node")),
-                                  action=_action(raw.get("action"), path, f"chaos_active[{i}].action")))
+    windows = tuple(_window(raw, path, i) for i, raw in enumerate(_req(doc, "chaos_windows", list, path, "")))
     counts = []
     for i, raw in enumerate(_req(doc, "chaos_events", list, path, "")):
         phase = raw.get("phase")
@@ -160,7 +172,7 @@ def read_run_state(path: Path) -> RunState:
         scenario=_req(doc, "scenario", str, path, ""),
         thresholds={k: float(v) for k, v in thresholds.items()},
         nodes=tuple(_node(raw, path, i) for i, raw in enumerate(_req(doc, "nodes", list, path, ""))),
-        chaos_active=tuple(active),
+        chaos_windows=windows,
         chaos_events=tuple(counts),
     )
 
@@ -169,3 +181,25 @@ def _action(value: object, path: Path, field_name: str) -> str:
     if value not in CHAOS_ACTIONS:
         raise InputError(path, field_name, f"expected one of {CHAOS_ACTIONS}, got {value!r}")
     return str(value)
+
+
+def _time(value: object, path: Path, field_name: str, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(path, field_name, f"expected unix seconds, got {value!r}")
+    return float(value)
+
+
+def _window(raw: Any, path: Path, i: int) -> ChaosWindow:
+    where = f"chaos_windows[{i}]"
+    if not isinstance(raw, dict):
+        raise InputError(path, where, "expected object")
+    start = _time(raw.get("start"), path, f"{where}.start")
+    end = _time(raw.get("end"), path, f"{where}.end", optional=True)
+    assert start is not None
+    if end is not None and end < start:
+        raise InputError(path, f"{where}.end", f"ends before it starts ({end} < {start})")
+    return ChaosWindow(node=validate_name("node", raw.get("node")),
+                       action=_action(raw.get("action"), path, f"{where}.action"),
+                       event_id=str(raw.get("event_id", "")), start=start, end=end)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collector import Setup, SoakCollector, Source
 from exporter.ingest import FULL_LIST_S, ReportDir
-from soakcore.runstate import CHAOS_ACTIONS, ChaosActive, ChaosCount, NodeState, RunState, write_run_state
+from soakcore.runstate import CHAOS_ACTIONS, ChaosCount, ChaosWindow, NodeState, RunState, write_run_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 L = {"run_id": "r1", "topology": "t1"}
@@ -190,7 +191,8 @@ def test_run_state_drives_nodes_restarts_chaos_and_thresholds(tmp_path: Path) ->
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "blob").write_bytes(b"x" * 5000)
     write_run_state(state, RunState("r1", "t1", "soak_smoke", "triad_p2p_bootstrap", {"max_stall_secs": 42.0},
-                                    (node,), (ChaosActive("storage", "pause"),),
+                                    (node,), (ChaosWindow("storage", "pause", "e1", time.time() - 5),
+                                              ChaosWindow("storage", "pause", "e0", time.time() - 60, time.time() - 55)),
                                     (ChaosCount("storage", "pause", "completed", 3),)))
     s = Scraper(SoakCollector(Setup(), run_state=state))
     assert s.value("soak_run_info", profile="soak_smoke", scenario="triad_p2p_bootstrap") == 1

@@ -9,7 +9,7 @@ import pytest
 
 from soakcore.errors import InputError, UsageError
 from soakcore.ids import validate_name
-from soakcore.runstate import (ChaosActive, ChaosCount, NodeState, RunState, read_run_state,
+from soakcore.runstate import (ChaosCount, ChaosWindow, NodeState, RunState, read_run_state,
                                write_run_state)
 from soakcore.services import AlertWebhook, read_alerts_log
 
@@ -29,8 +29,10 @@ def _state(tmp_path: Path) -> RunState:
         run_id="20261127-010000", topology="triad_distributed", profile="soak_smoke",
         scenario="triad_p2p_bootstrap", thresholds={"max_stall_secs": 300.0},
         nodes=(NodeState("sequencer", "sequencer", "x-sequencer", str(tmp_path / "r"),
-                         str(tmp_path / "w"), pid=123, restarts={"chaos": 1, "crash": 0}),),
-        chaos_active=(ChaosActive("sequencer", "pause"),),
+                         str(tmp_path / "w"), pid=123, restarts={"chaos": 1, "crash": 0},
+                         started_at=1795000000.5, critical=True),),
+        chaos_windows=(ChaosWindow("sequencer", "pause", "ev-1", 1795000010.0),
+                       ChaosWindow("sequencer", "restart", "ev-0", 1795000001.0, 1795000003.5)),
         chaos_events=(ChaosCount("sequencer", "restart", "completed", 1),))
 
 
@@ -46,7 +48,9 @@ def test_run_state_round_trips_through_the_atomic_file(tmp_path: Path) -> None:
     (lambda d: d["nodes"][0].update(pid="12"), "nodes[0].pid"),
     (lambda d: d["nodes"][0].update(node="../etc"), "node"),
     (lambda d: d["thresholds"].update(max_stall_secs="x"), "thresholds.max_stall_secs"),
-    (lambda d: d["chaos_active"][0].update(action="explode"), "chaos_active[0].action"),
+    (lambda d: d["chaos_windows"][0].update(action="explode"), "chaos_windows[0].action"),
+    (lambda d: d["chaos_windows"][1].update(end=1.0), "chaos_windows[1].end"),
+    (lambda d: d["chaos_windows"][0].update(start=float("nan")), "chaos_windows[0].start"),
     (lambda d: d.update(version=99), "version"),
 ])
 def test_bad_run_state_names_the_field(tmp_path: Path, mutate, field: str) -> None:
