@@ -5,6 +5,7 @@ Keys of ``thresholds`` are the threshold keys gates refer to (``Gate.threshold_k
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
@@ -38,6 +39,8 @@ class Profile:
 def validate_threshold(key: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"threshold {key}: expected a number, got {value!r}")
+    if not math.isfinite(value):  # NaN compares false with everything: the gate could never fail
+        raise UsageError(f"threshold {key}: must be a finite number, got {value}")
     if key.endswith("_ratio") and not 0.0 <= value <= 1.0:
         raise UsageError(f"threshold {key}: a ratio must be within 0..1, got {value}")
     if value < 0:
@@ -45,7 +48,24 @@ def validate_threshold(key: str, value: float) -> float:
     return float(value)
 
 
+def weak_overrides(overrides: Mapping[str, float], duration_secs: float, tick_ms: float) -> list[str]:
+    """Overrides that leave a gate unable to fail in this run, each with the reason. Such a
+    run is refused unless the user allows weak gates; then they are listed in the verdict."""
+    weak = []
+    for key, value in sorted(overrides.items()):
+        if key.endswith("_ratio") and value >= 1:
+            weak.append(f"{key}={value:g}: a failure ratio can never exceed 1")
+        elif key == "min_distfs_checks" and value > duration_secs * 1000 / tick_ms:
+            weak.append(f"{key}={value:g}: more checks than the run can make ({duration_secs:g}s at one per "
+                        f"{tick_ms:g} ms tick)")
+        elif key in DURATION_KEYS and value >= duration_secs:
+            weak.append(f"{key}={value:g}: not shorter than the {duration_secs:g}s run, so its gates cannot fire")
+    return weak
+
+
 MiB = 1024 * 1024
+# Thresholds that are durations: an override as long as the run switches its gates off.
+DURATION_KEYS = ("max_stall_secs", "max_report_gap_secs", "warmup_secs")
 
 _SMOKE = {
     # SoakConsensusStalled: seconds with no committed-height rise anywhere in the topology,
