@@ -85,11 +85,9 @@ def _chaos_case(tmp: Path, case: str) -> list[str]:
             *[f"--node-arg={node}={s}" for s in switches], *extra]
 
 
-@pytest.fixture(scope="module")
-def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
+def run_matrix(tmp: Path) -> dict[str, SoakRun]:
     """Two batches side by side (ten soaks at once is what two cores carry without starving
     the nodes): the plain faults with the green run, then the faults under chaos."""
-    tmp = tmp_path_factory.mktemp("matrix")
     batches = [{name: args if "--duration-secs" in args else ["--duration-secs", DURATION, *args]
                 for name, args in CASES.items()},
                {f"{case}+chaos": _chaos_case(tmp, case) for case in FAULTED}]
@@ -104,6 +102,11 @@ def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
             run.wait(400)
         runs.update(started)
     return runs
+
+
+@pytest.fixture(scope="module")
+def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
+    return run_matrix(tmp_path_factory.mktemp("matrix"))
 
 
 def _failed(run: SoakRun) -> set[str]:
