@@ -15,6 +15,7 @@ from alerts.gates import GATES, Gate
 from alerts.profiles import PROFILES, Profile
 from checker.figures import collect_figures
 from checker.promapi import Labels, Prom
+from soakcore.errors import EvaluationError
 
 # Resolution of every subquery and range query. Cost grows with points per series, so it is
 # bounded whatever the window length: short windows (a smoke, a crash after seconds) get
@@ -203,13 +204,38 @@ def _alerts_fired(prom: Prom, run_id: str | None, topology: str, since: float, u
                         key=lambda a: (a.get("alertname", ""), a.get("node", ""))))
 
 
+def runs_in_window(prometheus_url: str, since: float, until: float) -> list[tuple[str, str, str]]:
+    """(run_id, topology, profile) of every run whose soak_run_info is in the window."""
+    q = f"max by (run_id, topology, profile) (max_over_time(soak_run_info[{max(1, int(until - since))}s]))"
+    return sorted({(lab.get("run_id", ""), lab.get("topology", ""), lab.get("profile", ""))
+                   for lab, _ in Prom(prometheus_url).instant(q, until)})
+
+
 def discover(prometheus_url: str, since: float, until: float, run_id: str | None,
              topology: str | None) -> list[tuple[str, str, str]]:
     """(run_id, topology, profile) of every run seen in the window, filtered."""
-    q = f"max by (run_id, topology, profile) (max_over_time(soak_run_info[{int(until - since)}s]))"
-    found = {(lab.get("run_id", ""), lab.get("topology", ""), lab.get("profile", ""))
-             for lab, _ in Prom(prometheus_url).instant(q, until)}
-    return sorted(f for f in found if (run_id is None or f[0] == run_id) and (topology is None or f[1] == topology))
+    return [f for f in runs_in_window(prometheus_url, since, until)
+            if (run_id is None or f[0] == run_id) and (topology is None or f[1] == topology)]
+
+
+def describe_runs(found: list[tuple[str, str, str]], limit: int = 8) -> str:
+    """What a window holds, in one line: ``found run ids a (triad), b (triad, triad_distributed)``."""
+    if not found:
+        return "found no soak_run_info series at all (is this the soak's Prometheus, and the right time?)"
+    by_run: dict[str, list[str]] = {}
+    for rid, topo, _ in found:
+        by_run.setdefault(rid, []).append(topo)
+    shown = [f"{rid or '(no run_id)'} ({', '.join(sorted(set(t)))})" for rid, t in sorted(by_run.items())[:limit]]
+    more = f" and {len(by_run) - limit} more" if len(by_run) > limit else ""
+    return f"found run ids {', '.join(shown)}{more}"
+
+
+def profile_of(label: str, run_id: str, topology: str) -> Profile:
+    """The run's own profile from its soak_run_info label; an unknown one cannot be judged."""
+    if label in PROFILES:
+        return PROFILES[label]
+    raise EvaluationError(f"run {run_id!r} ({topology}): soak_run_info has profile {label!r}, not a known profile "
+                          f"({', '.join(PROFILES)}); give --profile to judge it with one")
 
 
 def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: str | None,
@@ -218,7 +244,7 @@ def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: 
     profile (soak_run_info) and its exported thresholds; given: that profile's numbers."""
     verdicts = []
     for rid, topo, prof in discover(prometheus_url, since, until, run_id, topology):
-        chosen = profile or (PROFILES[prof] if prof in PROFILES else PROFILES["soak_smoke"])
+        chosen = profile or profile_of(prof, rid, topo)
         verdicts.append(evaluate(prometheus_url, since, until, run_id=rid, topology=topo, profile=chosen,
                                  explicit_profile=profile is not None))
     return verdicts

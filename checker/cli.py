@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from alerts.profiles import PROFILES, get_profile
-from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate_window
-from checker.report import write_reports
-from soakcore.errors import InputError, UsageError, run_cli
+from checker.api import RunMeta, TopologyVerdict, describe_runs, evaluate_window, runs_in_window
+from checker.report import iso, write_reports
+from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
 from soakcore.services import start_prometheus
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -47,23 +47,26 @@ Window = tuple[str | None, float, float]  # (topology or None for all, since, un
 
 def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str | None, out: Path, *,
           run_dir: Path | None = None, scenario: str = "unknown", seed: int | None = None) -> int:
-    """Judge each window (every topology in it), write the outputs, return the exit code."""
+    """Judge each window (every topology in it), write the outputs, return the exit code.
+    Nothing to judge is never a pass: exit 3 naming what was looked for and what was found."""
     explicit = get_profile(profile_name) if profile_name else None
     verdicts = [v for topology, since, until in windows
                 for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit)]
-    # Without verdicts the run's own profile is unknown: an explicit one, else smoke's rules.
-    profile = verdicts[0].profile if verdicts else explicit or get_profile("soak_smoke")
-    missing = () if verdicts else tuple(
-        TopologyMeta(topology or "unknown", since, until, "unknown", ("no soak run in the window: insufficient data",))
-        for topology, since, until in windows)
-    meta = RunMeta(run_dir=run_dir, profile=profile, scenario=scenario, prometheus_url=url, topologies=missing,
-                   seed=seed)
+    if not verdicts:
+        raise EvaluationError(_nothing_found(url, windows, run_id))
+    meta = RunMeta(run_dir=run_dir, profile=verdicts[0].profile, scenario=scenario, prometheus_url=url, seed=seed)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
-    if not verdicts:
-        print(f"soak-check: no soak run in the window (run_id={run_id}): insufficient data", file=sys.stderr)
     print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")
     return code
+
+
+def _nothing_found(url: str, windows: list[Window], run_id: str | None) -> str:
+    topologies = sorted({t for t, _, _ in windows if t})
+    since, until = min(w[1] for w in windows), max(w[2] for w in windows)
+    looked = (f"run_id={run_id!r}" if run_id else "any run_id") + (f", topology {'/'.join(topologies)}" if topologies else "")
+    found = describe_runs(runs_in_window(url, since, until))
+    return f"nothing to judge: no soak run ({looked}) in {iso(since)}..{iso(until)} on {url}; {found}"
 
 
 def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
@@ -84,19 +87,22 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--run-id")
         p.add_argument("--topology")
         p.add_argument("--profile", choices=list(PROFILES))
-        p.add_argument("--out", type=Path, default=Path("."))
+        p.add_argument("--out", type=Path, help="folder for the verdict files (default: the current one)")
         p.add_argument("--run-dir", type=Path, help="judge a finished run again from its saved TSDB")
+        p.add_argument("--no-wait", action="store_true",
+                       help="judge at once, even if the window ends less than a gate's `for` ago")
         a = p.parse_args(argv)
         now = time.time()
+        crash_log_dir(a.out)
         if a.run_dir:
-            return judge_run_dir(a.run_dir, a.profile, a.out if a.out != Path(".") else a.run_dir)
+            return judge_run_dir(a.run_dir, a.profile, a.out if a.out else a.run_dir)
         if not a.prometheus or not a.since:
             raise UsageError("--prometheus and --since are required (or --run-dir)")
         since = parse_time(a.since, now, "--since")
         until = parse_time(a.until, now, "--until") if a.until else now
         if until <= since:
             raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
-        return judge(a.prometheus, [(a.topology, since, until)], a.run_id, a.profile, a.out)
+        return judge(a.prometheus, [(a.topology, since, until)], a.run_id, a.profile, a.out or Path("."))
     run_cli("soak-check", body)
 
 

@@ -7,6 +7,7 @@ are deterministic, so outputs can be golden-tested.
 """
 from __future__ import annotations
 
+import math
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from alerts.profiles import get_profile
+from soakcore.actions import ACTIONS
 from soakcore.errors import EvaluationError
 from soakcore.services import PROMTOOL_BIN, find_binary
 
 MiB = 1024 * 1024
 Sample = tuple[str, tuple[tuple[str, str], ...], float, float]  # metric, labels, unix time, value
 KINDS = ("stall", "lag", "regression", "fork", "distfs", "invariant", "crash", "memory", "reports_missing",
-         "pause", "alert")
+         "pause", "alert", "down")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class Fault:
     """``kind`` in KINDS, in effect from ``start`` to ``end`` (seconds after the history start).
 
     ``pause`` marks ``node`` as paused by chaos (soak_chaos_active) and stalls the topology
-    like a paused sequencer would; ``alert`` writes an ALERTS series named ``node``."""
+    like a paused sequencer would; ``alert`` writes an ALERTS series named ``node``; ``down``
+    reports ``node``'s process as not running (soak_process_up 0) outside any chaos."""
 
     kind: str
     start: float
@@ -52,6 +55,10 @@ class History:
     epoch_secs: float = 20.0
     # True: the alert rules ran (soak:gate_value exists), so ALERTS can be cross-checked.
     rules_evaluated: bool = False
+    # soak_run_info's profile label when it differs from ``profile`` (an unknown profile).
+    profile_label: str | None = None
+    # Exported thresholds that differ from the profile's (an override, NaN included).
+    thresholds: tuple[tuple[str, float], ...] = ()
 
     def active(self, kind: str, s: float, node: str | None = None) -> Fault | None:
         return next((f for f in self.faults if f.kind == kind and f.start <= s < f.end
@@ -84,6 +91,11 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     while stalled_since > 0 and _stalled_secs(h, stalled_since) > _stalled_secs(h, stalled_since - h.step):
         stalled_since -= h.step
     yield "soak_consensus_last_progress_timestamp_seconds", {}, h.start + stalled_since
+    # The exporter's stall clock: time since progress, a pause of this (critical) node not counted.
+    paused = sum(max(0.0, min(s, f.end) - max(f.start, stalled_since)) for f in h.faults
+                 if f.kind == "pause" and f.node == node)
+    yield "soak_consensus_stall_seconds", {}, max(0.0, s - stalled_since - paused)
+    yield "soak_consensus_height_regressions_excused_total", {}, 0.0
     yield "soak_consensus_height_regressions_total", {}, float(sum(
         1 for f in h.faults if f.kind == "regression" and f.node == node and f.start <= s))
     failed = sum(f.amount * max(0.0, min(s, f.end) - f.start) / h.step
@@ -96,7 +108,7 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     crashes = [f for f in h.faults if f.kind == "crash" and f.node == node and f.start <= s]
     yield "soak_process_restarts_total", {"cause": "crash"}, float(len(crashes))
     yield "soak_process_start_time_seconds", {}, h.start + max((f.start for f in crashes), default=-600.0)
-    yield "soak_process_up", {}, 1.0
+    yield "soak_process_up", {}, 0.0 if h.active("down", s, node) else 1.0
     leak = next((f for f in h.faults if f.kind == "memory" and f.node == node and f.start <= s), None)
     grown = leak.amount * (min(s, leak.end) - leak.start) / 3600 if leak else 0.0
     yield "soak_process_resident_memory_bytes", {}, 100 * MiB + float(int(grown))
@@ -106,20 +118,25 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     epoch_at = gap.start if gap else s
     yield "soak_report_last_epoch_index", {}, float(int(epoch_at // h.epoch_secs))
     yield "soak_report_last_observed_timestamp_seconds", {}, h.start + (epoch_at // h.epoch_secs) * h.epoch_secs
+    yield "soak_report_last_arrival_timestamp_seconds", {}, h.start + (epoch_at // h.epoch_secs) * h.epoch_secs
     yield "soak_reports_total", {}, float(int(epoch_at // h.epoch_secs) + 1)
     pause = h.active("pause", s, node)
     yield "soak_chaos_active", {"action": "pause"}, 1.0 if pause and pause.node == node else 0.0
+    ended = max((f.end for f in h.faults if f.kind == "pause" and f.node == node and f.start <= s), default=None)
+    if ended is not None:  # the exporter's exemption: window end (now while in effect) + the action's grace
+        yield ("soak_chaos_exempt_until_timestamp_seconds", {"action": "pause"},
+               h.start + min(ended, s) + ACTIONS["pause"].grace_secs)
 
 
 def samples(h: History) -> Iterator[Sample]:
     base = {"run_id": h.run_id, "topology": h.topology}
-    thresholds = get_profile(h.profile).thresholds
+    thresholds = {**get_profile(h.profile).thresholds, **dict(h.thresholds)}
 
     def out(metric: str, extra: Mapping[str, str], t: float, v: float) -> Sample:
         return metric, tuple(sorted({**base, **extra}.items())), t, v
 
     for s, t in h.times():
-        yield out("soak_run_info", {"profile": h.profile, "scenario": "synthetic"}, t, 1.0)
+        yield out("soak_run_info", {"profile": h.profile_label or h.profile, "scenario": "synthetic"}, t, 1.0)
         for key, value in thresholds.items():
             yield out("soak_gate_threshold", {"gate": key}, t, float(value))
         for f in h.faults:
@@ -138,12 +155,21 @@ def samples(h: History) -> Iterator[Sample]:
                 yield out(metric, {"node": node, **extra}, t, v)
 
 
+def _number(v: float) -> str:
+    """A sample value as OpenMetrics spells it (NaN, +Inf, -Inf)."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
 def openmetrics(histories: list[History]) -> str:
     """OpenMetrics text: one family block per metric, each series' samples in time order."""
     families: dict[str, dict[tuple[tuple[str, str], ...], list[str]]] = defaultdict(lambda: defaultdict(list))
     for h in histories:
         for metric, labels, t, v in samples(h):
-            families[metric][labels].append(f"{v!r} {t:.3f}")
+            families[metric][labels].append(f"{_number(v)} {t:.3f}")
     lines: list[str] = []
     for metric, series in families.items():
         lines.append(f"# TYPE {metric} gauge")

@@ -233,7 +233,7 @@ def test_missing_data_warns_under_smoke_and_fails_under_endurance(prometheus: Se
     endurance = window(prometheus, "empty", tmp_path / "endurance", "--profile", "soak_endurance")
     assert endurance.returncode == 1, endurance.stderr
     unknown = window(prometheus, "no_such_run", tmp_path / "none", "--profile", "soak_endurance")
-    assert unknown.returncode == 1 and "no soak run" in unknown.stderr
+    assert unknown.returncode == 3 and "no soak run" in unknown.stderr   # nothing judged: could not evaluate
 
 
 def test_a_query_prometheus_rejects_is_an_evaluation_error_not_an_empty_result(prometheus: Service) -> None:

@@ -1,0 +1,113 @@
+"""soak-check can be trusted: nothing judged is never a pass, warnings warn, re-judging is
+read-only, bad answers and bad flags fail cleanly, every topology is kept, alerts count, and
+the end of the window is judged. A real Prometheus over backfilled histories (checker.testing).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import checker.cli
+from checker.cli import main
+from checker.testing import Fault, History, backfill
+from soakcore.services import Service, start_prometheus
+
+START = 1767225600.0          # 2026-01-01T00:00:00Z
+DURATION = 900.0
+UNTIL = START + DURATION
+DRAIN = 60.0                  # data the runner keeps scraping after the window
+
+HISTORIES = [
+    History("fine", "triad", ("triad",), START, DURATION),
+    History("fine", "triad_distributed", ("sequencer", "storage", "observer"), START, DURATION),
+    History("odd_profile", "triad", ("triad",), START, DURATION, profile_label="soak_bespoke"),
+    # The process goes down 10 s before the end of the window and stays down through the drain.
+    History("late_breach", "triad", ("triad",), START, DURATION + DRAIN, step=5.0,
+            faults=(Fault("down", DURATION - 10, DURATION + DRAIN + 5, "triad"),)),
+    History("nan_threshold", "triad", ("triad",), START, DURATION,
+            thresholds=(("max_lag_p95", math.nan), ("max_stall_secs", math.inf))),
+    History("alerted", "triad", ("triad",), START, DURATION, rules_evaluated=True,
+            faults=(Fault("alert", 300, 400, "SoakConsensusStalled"),)),
+]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    base = tmp_path_factory.mktemp("checker-trust-prom")
+    backfill(HISTORIES, base / "data")
+    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
+    prom = start_prometheus(base / "prometheus.yml", base / "data",
+                            extra_args=("--storage.tsdb.retention.time=100y",))
+    try:
+        yield prom
+    finally:
+        prom.stop()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """soak-check in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def window(prom: Service, out: Path, *extra: str, since: float = START, until: float = UNTIL) -> list[str]:
+    return ["--prometheus", prom.url, "--since", str(since), "--until", str(until), "--out", str(out),
+            "--no-wait", *extra]
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# 1. Nothing judged is never a pass ------------------------------------------------------
+
+def test_an_unknown_run_id_exits_3_naming_what_it_looked_for_and_the_runs_it_found(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "no_such_run", "--profile", "soak_smoke"))
+    line = one_line(err)
+    assert code == 3, err
+    assert "no_such_run" in line and "found run ids" in line and "fine (triad, triad_distributed)" in line
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_window_that_misses_the_run_exits_3_saying_nothing_is_there(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "fine",
+                                       since=START - 7200, until=START - 3600))
+    assert code == 3, err
+    assert "found no soak_run_info" in one_line(err)
+
+
+def test_an_unknown_profile_label_exits_3_instead_of_judging_under_smoke(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, *window(prometheus, tmp_path / "own", "--run-id", "odd_profile"))
+    assert code == 3, err
+    assert "soak_bespoke" in one_line(err) and "--profile" in err
+    # Told which profile to use, the run is judged.
+    code, _, err = cli(capsys, *window(prometheus, tmp_path / "told", "--run-id", "odd_profile",
+                                       "--profile", "soak_smoke"))
+    assert code == 0, err
+
+
+def test_an_unexpected_exception_exits_3_with_one_line_naming_the_traceback_log(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        raise ZeroDivisionError("a bug deep inside")
+
+    monkeypatch.setattr(checker.cli, "evaluate_window", broken)
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "fine"))
+    line = one_line(err)
+    assert code == 3
+    assert line.startswith("soak-check: internal error: ZeroDivisionError: a bug deep inside (traceback in ")
+    log = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path and "Traceback" in log.read_text() and "def broken" not in line
+    assert "ZeroDivisionError" in log.read_text()
