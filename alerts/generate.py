@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from alerts.gates import GATES, Gate, grace_text, warming_up
-from soakcore.actions import DOWN
+from soakcore.actions import ACTIONS, DOWN
 from alerts.profiles import PROFILES
 
 HERE = Path(__file__).resolve().parent
@@ -101,8 +101,22 @@ def runbook() -> str:
               "A warning under soak_smoke, a failure under endurance and release. Slope gates "
               "(memory, fds, disk) start counting only once the oldest process is past warm-up.", "",
               '<a id="chaos"></a>', "## SoakChaosFaultActive", "",
-              "Informational: a planned fault is in effect; node-level alerts of that node are inhibited.", ""]
+              "Informational: a planned fault is in effect (or ended less than its grace ago); node-level "
+              "alerts of that node are inhibited.", "", *chaos_table()]
     return "\n".join(lines)
+
+
+def chaos_table() -> list[str]:
+    """What each chaos action's window excuses (``soakcore.actions``, the one source)."""
+    rows = ["### What a fault excuses", "",
+            "Only the faulted node, for its window plus the action's grace. The stall clock pauses only for "
+            "faults that can stop commits on a consensus-critical node (the sequencer; `triad`'s one "
+            "process; `critical:` in topology files).", "",
+            "| action | effect | takes the node away | pauses the stall clock (critical node) | grace |",
+            "|---|---|---|---|---|"]
+    rows += [f"| `{a.name}` | {a.summary} | {'yes' if a.takes_node_away else 'no'} | "
+             f"{'yes' if a.stops_commits else 'no'} | {a.grace_secs:g} s |" for a in ACTIONS.values()]
+    return [*rows, ""]
 
 
 def render() -> dict[str, str]:
