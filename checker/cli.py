@@ -70,8 +70,12 @@ def _nothing_found(url: str, windows: list[Window], run_id: str | None) -> str:
 
 
 def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
-    """Missing data is never silent: a warning under smoke, a failure (exit 1) otherwise."""
+    """Missing data is never silent: a warning under smoke, a failure (exit 1) otherwise.
+    A warning-severity gate that failed is said too, as a warning (never the exit code)."""
     for v in verdicts:
+        warned = [g.alert for g in v.gates if g.status == "fail" and g.severity != "critical"]
+        if warned:
+            print(f"soak-check: warning: {v.topology}: WARN {', '.join(warned)}", file=sys.stderr)
         missing = [g.name for g in v.gates if g.status == "insufficient_data" and g.severity == "critical"]
         if missing:
             level = "failure" if v.profile.insufficient_data_fails else "warning"

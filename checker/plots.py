@@ -2,6 +2,7 @@
 threshold lines from the gates' thresholds."""
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ def plot_topology(v: "TopologyVerdict", out: Path) -> Path:
         for node, pts in sorted(v.series.get(key, {}).items()):
             xs, ys = _with_gaps(pts, t0, 2**20 if key == "rss" else 1)
             ax.plot(xs, ys, label=node, linewidth=1.2)
-        if gate:
+        if gate in thresholds and math.isfinite(thresholds[gate]):
             ax.axhline(thresholds[gate], color="red", linestyle="--", linewidth=1, label="threshold")
         for w in v.series.get("chaos_windows", []):
             ax.axvspan(w["start"] - t0, w["end"] - t0 + 1, color="orange", alpha=0.2)

@@ -37,6 +37,12 @@ def _status_without_verdict(m: TopologyMeta | None, profile: Profile) -> str:
     return "failed" if broken or profile.insufficient_data_fails else "ok"
 
 
+def outcome(status: str, severity: str) -> str:
+    """What a gate's result means for the run: a warning-severity gate that failed is a
+    ``warn`` (reported, never a failure, never the exit code)."""
+    return "warn" if status == "fail" and severity != "critical" else status
+
+
 def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
     gate_status = v.metric_gate_status if v else "insufficient_data"
     failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
@@ -49,9 +55,10 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, prof
         "notes": list(m.notes) if m else [], "report_samples": (v.figures.get("report_samples", 0) if v else 0),
         "chaos_events": m.chaos_events if m else (v.figures.get("chaos_events", 0) if v else 0),
         "metric_gate": {"status": gate_status,
-                        "notes": [f"{g.alert} ({g.severity}): {g.status}" for g in failed]},
+                        "notes": [f"{g.alert} ({g.severity}): {outcome(g.status, g.severity)}" for g in failed]},
         "metrics": dict(v.figures) if v else {},
-        "gates": {g.name: {"status": g.status, "severity": g.severity, "alert": g.alert, "value": g.value,
+        "gates": {g.name: {"status": g.status, "outcome": outcome(g.status, g.severity),
+                           "severity": g.severity, "alert": g.alert, "value": g.value,
                            "threshold": g.threshold, "query": g.query, "worst_node": g.worst_node,
                            "first_failed_at": iso(g.first_failed_at)} for g in (v.gates if v else ())},
         "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
@@ -139,7 +146,8 @@ def _markdown(doc: dict[str, Any]) -> str:
                   f"{t['started_at']} .. {t['ended_at']}; {t['report_samples']} reports, {t['chaos_events']} chaos events",
                   "", "| gate | severity | status | value | threshold | worst node |", "|---|---|---|---|---|---|"]
         for name, g in t["gates"].items():
-            mark = {"pass": "pass", "fail": "**FAIL**", "insufficient_data": "_insufficient data_"}[g["status"]]
+            mark = {"pass": "pass", "fail": "**FAIL**", "warn": "WARN",
+                    "insufficient_data": "_insufficient data_"}.get(g["outcome"], g["outcome"])
             lines.append(f"| {g['alert']} | {g['severity']} | {mark} | {fmt(g['value'])} | {fmt(g['threshold'])} "
                          f"| {g['worst_node'] or '-'} |")
         if t["alerts_fired"]:
@@ -165,12 +173,19 @@ def _junit(path: Path, doc: dict[str, Any]) -> None:
     for t in doc["topologies"]:
         gates = t["gates"]
         suite = ET.SubElement(suites, "testsuite", name=t["topology"], tests=str(len(gates)),
-                              failures=str(sum(g["status"] == "fail" for g in gates.values())),
-                              skipped=str(sum(g["status"] == "insufficient_data" for g in gates.values())))
+                              failures=str(sum(g["outcome"] == "fail" for g in gates.values())),
+                              skipped=str(sum(g["outcome"] == "insufficient_data" for g in gates.values())))
         for name, g in gates.items():
             case = ET.SubElement(suite, "testcase", classname=f"soak.{t['topology']}", name=name)
-            if g["status"] == "fail":
+            props = ET.SubElement(case, "properties")
+            for key in ("severity", "outcome"):
+                ET.SubElement(props, "property", name=key, value=str(g[key]))
+            if g["outcome"] == "fail":
                 ET.SubElement(case, "failure", message=f"{fmt(g['value'])} > {fmt(g['threshold'])}").text = g["query"]
-            elif g["status"] == "insufficient_data":
+            elif g["outcome"] == "warn":
+                # A warning is reported, never a failed test: CI must not go red on it.
+                ET.SubElement(case, "system-out").text = (
+                    f"WARN ({g['severity']}): {fmt(g['value'])} > {fmt(g['threshold'])}\n{g['query']}")
+            elif g["outcome"] == "insufficient_data":
                 ET.SubElement(case, "skipped", message="insufficient data")
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -4,14 +4,20 @@ the end of the window is judged. A real Prometheus over backfilled histories (ch
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterator
+from xml.etree import ElementTree as ET
 
 import pytest
 
 import checker.cli
+from alerts.gates import GATES, Gate
+from alerts.profiles import get_profile
+from checker.api import GateResult, RunMeta, TopologyVerdict
 from checker.cli import main
+from checker.report import write_reports
 from checker.testing import Fault, History, backfill
 from soakcore.services import Service, start_prometheus
 
@@ -111,3 +117,37 @@ def test_an_unexpected_exception_exits_3_with_one_line_naming_the_traceback_log(
     log = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
     assert log.parent == tmp_path and "Traceback" in log.read_text() and "def broken" not in line
     assert "ZeroDivisionError" in log.read_text()
+
+
+# 2. Warnings warn -----------------------------------------------------------------------
+
+def _verdict_with(*gates: GateResult, profile: str = "soak_release") -> TopologyVerdict:
+    return TopologyVerdict("synthetic", "triad", START, UNTIL, get_profile(profile), gates, {}, (), ())
+
+
+def _result(gate: Gate, status: str, severity: str, value: float | None = 1.0) -> GateResult:
+    return GateResult(gate.name, gate.alert, severity, status, value, 0.5, gate.value, "triad",  # type: ignore[arg-type]
+                      START + 100 if status == "fail" else None)
+
+
+def test_a_failed_warning_gate_warns_in_every_output_and_never_changes_the_exit_code(tmp_path: Path) -> None:
+    # Whatever the gates are, one of them failing at warning severity beside passing critical ones.
+    warned, *others = GATES
+    v = _verdict_with(_result(warned, "fail", "warning"), *(_result(g, "pass", "critical", 0.0) for g in others))
+    code = write_reports(tmp_path, [v], RunMeta(run_dir=None, profile=v.profile))
+    assert code == 0
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["overall_status"] == "ok" and not (tmp_path / "failures.md").exists()
+    assert doc["topologies"][0]["gates"][warned.name]["outcome"] == "warn"
+    row = next(line for line in (tmp_path / "summary.md").read_text().splitlines() if f"| {warned.alert} |" in line)
+    assert "| WARN |" in row and "FAIL" not in (tmp_path / "summary.md").read_text()
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0"
+    case = suite.find(f"testcase[@name='{warned.name}']")
+    assert case is not None and case.find("failure") is None
+    assert (case.findtext("system-out") or "").startswith("WARN")
+    assert {p.get("name"): p.get("value") for p in case.iter("property")}["outcome"] == "warn"
+    # The same result at critical severity is a failure everywhere.
+    v = _verdict_with(_result(warned, "fail", "critical"), *(_result(g, "pass", "critical", 0.0) for g in others))
+    assert write_reports(tmp_path / "critical", [v], RunMeta(run_dir=None, profile=v.profile)) == 1
+    assert (tmp_path / "critical" / "junit.xml").read_text().count("<failure") == 1
