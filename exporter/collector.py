@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import threading
 import time
 import urllib.request
@@ -29,6 +30,10 @@ from soakcore.runstate import ChaosWindow, RunState, read_run_state
 log = logging.getLogger("soak-exporter")
 # urllib also opens file:// and ftp://; a status URL from a flag or the run-state must not.
 HTTP_SCHEMES = ("http://", "https://")
+# Scrapes may run concurrently (the server is threaded): one refreshes (run state, new
+# reports) while the others wait this long for it, then serve the state as it is, with
+# soak_exporter_scrape_error 1, rather than pile up behind a refresh that does not end.
+REFRESH_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,9 @@ class SoakCollector(Collector):
         self.settle_s = settle_s
         self._run_state_stamp: tuple[int, int, int] | None = None
         self._run_state_error = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # guards the derived state (views, hashes, pids)
+        self._refresh_lock = threading.Lock()  # one refresh (run state + ingest) at a time
+        self.started_at = time.time()          # a node that has not reported yet counts from here
         self.views: dict[str, NodeView] = {}
         self.dirs: dict[str, ReportDir] = {}
         self.hashes = HashBook()
@@ -95,6 +102,8 @@ class SoakCollector(Collector):
             return
         try:
             st = self.run_state_path.stat()
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read (and every scrape) for good
+                raise OSError(f"{self.run_state_path}: not a regular file")
             # The runner replaces the file (new inode): inode and size catch a rewrite within one mtime tick.
             stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
             if stamp == self._run_state_stamp:
@@ -117,24 +126,36 @@ class SoakCollector(Collector):
     def _apply_sources(self) -> None:
         for s in self.setup.sources:
             self.views.setdefault(s.node, NodeView())
-            if s.report_dir and (s.node not in self.dirs or str(self.dirs[s.node].path) != s.report_dir):
-                self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir), self.settle_s)
+            old = self.dirs.get(s.node)
+            if s.report_dir and (old is None or str(old.path) != s.report_dir):
+                # A new folder is a new numbering: its reports sort after the old folder's.
+                self.dirs[s.node] = ReportDir(s.node, Path(s.report_dir), self.settle_s,
+                                              sequence=old.sequence + 1 if old else 0)
 
     def ingest(self) -> bool:
-        """Read new report files of every node; False if one node failed (the others still count)."""
+        """Read new report files of every node; False if one node failed (the others still count).
+
+        A node whose folder cannot be read (not a directory, no permission, a bug met by its
+        files) is counted in soak_exporter_ingest_failures_total and keeps its last readings.
+        """
         ok = True
-        for node, rdir in self.dirs.items():
+        for node, rdir in list(self.dirs.items()):
+            view = self.views.setdefault(node, NodeView())
             try:
                 reports, errors = rdir.poll()
-            except Exception:  # noqa: BLE001 - a bug met by one node's files must not blank the others
-                log.exception("%s: ingest failed", node)
+            except Exception as exc:  # noqa: BLE001 - a bug met by one node's files must not blank the others
+                if isinstance(exc, OSError):
+                    log.warning("%s: cannot read report dir %s: %s", node, rdir.path, exc.strerror or exc)
+                else:
+                    log.exception("%s: ingest failed", node)
+                with self._lock:
+                    view.ingest_failures += 1
                 ok = False
                 continue
-            view = self.views[node]
             with self._lock:
-                for report in reports:
-                    view.observe_report(report)
-                    self.hashes.see_report(report)
+                for arrival in reports:
+                    view.observe_report(arrival)
+                    self.hashes.see_report(arrival.report)
                 for reason in errors:
                     view.count_error(reason)
         return ok
@@ -149,8 +170,9 @@ class SoakCollector(Collector):
             except (OSError, ValueError, RecursionError, ReportError) as exc:
                 log.debug("%s: status poll failed: %s", s.status_url, exc)
                 continue
+            arrived_s = time.time()  # the poll's answer, on this machine's clock
             with self._lock:
-                self.views.setdefault(s.node, NodeView()).observe_status(report)
+                self.views.setdefault(s.node, NodeView()).observe_status(report, arrived_s)
                 self.hashes.see_report(report)
 
     def start_status_poller(self) -> None:
@@ -167,10 +189,21 @@ class SoakCollector(Collector):
         started, error = time.perf_counter(), False
         families: list[Metric] = []
         try:
-            self._refresh_run_state()
-            error = not self.ingest()
-            families = list(self._families())
+            if self._refresh_lock.acquire(timeout=REFRESH_WAIT_S):
+                try:
+                    self._refresh_run_state()
+                    error = not self.ingest()
+                finally:
+                    self._refresh_lock.release()
+            else:
+                log.warning("another scrape's refresh has taken over %.0fs: serving the last state", REFRESH_WAIT_S)
+                error = True
         except Exception:  # noqa: BLE001 - collect() must never fail the scrape
+            log.exception("scrape failed")
+            error = True
+        try:
+            families = list(self._families())
+        except Exception:  # noqa: BLE001
             log.exception("scrape failed")
             error = True
         base = ["run_id", "topology"]

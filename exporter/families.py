@@ -21,7 +21,7 @@ from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 if TYPE_CHECKING:
     from exporter.collector import SoakCollector, Source
 
-REPORT_ERROR_REASONS = ("partial", "invalid_json", "schema", "too_large", "io")
+REPORT_ERROR_REASONS = ("partial", "invalid_json", "schema", "too_large", "io", "duplicate")
 BASE = ("run_id", "topology")
 
 
@@ -60,6 +60,7 @@ def build_families(c: "SoakCollector") -> Iterator[Metric]:
               [src.node, src.role, node_id], 1)
         if view is not None:
             _report_metrics(f, view, src.node)
+            _arrival_metrics(f, view, src, c.started_at)
             _consensus_metrics(f, view, src.node)
             _distfs_metrics(f, view, src.node)
         _process_metrics(f, c, src)
@@ -136,6 +137,32 @@ def _report_metrics(f: Families, v: NodeView, node: str) -> None:
     f.add("gauge", "soak_report_last_epoch_index", "Epoch index of the newest report.", ("node",), n,
           r.epoch_index)
     f.add("gauge", "soak_report_missing_fields", "Fields the newest report lacks.", ("node",), n, len(r.missing))
+
+
+def _arrival_metrics(f: Families, v: NodeView, src: "Source", exporter_started_at: float) -> None:
+    """Report timing on this machine's clock, and what the node's own clock says against it."""
+    n = [src.node]
+    f.add("counter", "soak_report_clock_steps_total",
+          "Jumps of more than 60 s in the node's clock offset (its observed_at against the arrival).",
+          ("node",), n, v.clock_steps)
+    f.add("gauge", "soak_report_clock_offset_seconds",
+          "observed_at of the node's last reading minus its arrival (file mtime or poll time) here.",
+          ("node",), n, v.clock_offset_s)
+    f.add("counter", "soak_report_numbering_restarts_total",
+          "Times the node's report numbering started over (a rewritten epoch file with new content).",
+          ("node",), n, v.sequence_restarts)
+    f.add("counter", "soak_exporter_ingest_failures_total",
+          "Polls of the node's report folder that failed as a whole (its last readings are kept).",
+          ("node",), n, v.ingest_failures)
+    if src.report_dir:
+        # Before its first report a node counts from its start (run state), else from ours:
+        # a node that never reports ages like one that stopped reporting.
+        started = getattr(src, "started_at", None)
+        since = v.last_arrival_s if v.last_arrival_s is not None else (
+            started if started is not None else exporter_started_at)
+        f.add("gauge", "soak_report_last_arrival_timestamp_seconds",
+              "Arrival here (file mtime) of the node's most recent report; its start before the first.",
+              ("node",), n, since)
 
 
 def _consensus_metrics(f: Families, v: NodeView, node: str) -> None:

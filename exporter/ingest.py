@@ -4,17 +4,35 @@ A file that does not parse is retried while it may still be being written (the r
 writes non-atomically); once it has been unchanged for ``settle_s`` it is counted once
 under its reason and logged once. Files are taken in epoch-index order.
 
+Nothing here blocks or raises for one file: an entry is ``lstat``-ed first, anything that is
+not a regular file (or a symlink to one inside the directory) is an ``io`` error without
+being opened, a file is opened with ``O_NONBLOCK`` and its type checked again on the open
+descriptor before a byte is read (a FIFO swapped in between is refused too), and an error
+met by one file (a symlink loop, an unreadable entry) is counted for that file only.
+
+Order and identity. Reports are ordered by the epoch index in their name, never by a clock.
+Two spellings of one epoch (``epoch-01.json`` beside ``epoch-1.json``) are taken in the order
+(epoch, name length, name), so the canonical name wins when both are new; whichever is
+read second is counted once as ``duplicate`` and not ingested. A file is remembered by its
+identity (device, inode, mtime, size) and a digest of its content: a name already read whose
+identity changed is read again, and if its content changed too the node's numbering started
+over (a wiped report folder, a new node writing ``epoch-0`` again): the report opens a new
+*sequence*, ordered after every earlier one.
+
 Cost does not grow with the run: when the directory's mtime moved (a file was created) the
 next epoch numbers are probed by name; the directory is listed in full only on the first
 poll, when it moved and no expected name appeared (a gap, an index reset), or when it moved
 and the last full listing is ``FULL_LIST_S`` old (a stray file beside the expected one).
-Only pending files are stat'ed on other polls.
+Only pending files, the lowest-numbered file and the next file of a restarted numbering are
+stat'ed on other polls (a new node rewriting files in place does not move the directory).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +42,7 @@ from exporter.reports import MAX_REPORT_BYTES, Report, ReportError, parse_report
 
 log = logging.getLogger("soak-exporter")
 REPORT_NAME = re.compile(r"^epoch-(\d+)\.json$")
-# Reasons that may be a file still being written; others (too_large, io) are final at once.
+# Reasons that may be a file still being written; others (too_large, io, duplicate) are final at once.
 RETRIED = frozenset({"partial", "invalid_json", "schema"})
 # A directory mtime this close to now may hide a file created in the same timestamp tick
 # as our last listing, so such a directory is listed again (git's "racy" rule).
@@ -32,6 +50,39 @@ RACY_S = 2.0
 # Bound on how late an out-of-sequence file beside in-sequence ones is noticed; a full
 # listing of 100k files costs ~0.1 s, so this keeps its share of scrape time small.
 FULL_LIST_S = 30.0
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+Ident = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size of the directory entry
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One report as ingested: its place in the node's order and when it arrived."""
+
+    report: Report
+    epoch: int          # from the file name (the node's numbering)
+    sequence: int       # 0, then +1 each time the node's numbering starts over
+    arrived_s: float    # the file's mtime: this machine's clock, not the node's
+
+
+@dataclass(frozen=True)
+class Seen:
+    ident: Ident | None           # None: could not even be lstat'ed (never retried)
+    digest: bytes | None          # content last read (None if it could not be read)
+    sequence: int                 # the numbering it was read in
+    ingested: bool                # taken as a report (False: counted as an error)
+
+
+def _ident(st: os.stat_result) -> Ident:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 @dataclass
@@ -40,42 +91,73 @@ class ReportDir:
     path: Path
     settle_s: float = 3.0      # unchanged this long and still invalid = counted as an error
     clock: Callable[[], float] = time.time
-    done: set[str] = field(default_factory=set)  # parsed or given up on; never read again
+    done: dict[str, Seen] = field(default_factory=dict)  # read (or given up on) as it is now
     pending: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # name -> size, mtime_ns, since
+    sequence: int = 0
+    sequence_restarts: int = 0
+    _by_epoch: dict[int, str] = field(default_factory=dict)  # epoch -> name ingested in this sequence
+    _seq_high: int = -1       # highest epoch of the current sequence
+    _lowest: str | None = None  # lowest-numbered name ever read: watched for an in-place restart
     _listed_mtime_ns: int | None = None
     _high: int = -1  # highest epoch index seen: the next file is probably _high + 1
     _full_listed_at: float = float("-inf")
 
-    def poll(self) -> tuple[list[Report], list[str]]:
-        """New reports (in epoch order) and new error reasons since the last poll."""
+    def poll(self) -> tuple[list[Arrival], list[str]]:
+        """New reports (in epoch order) and new error reasons since the last poll.
+
+        Raises OSError only when the directory itself cannot be listed (it is missing: no
+        error, nothing to read); one bad file never raises.
+        """
         try:
             names = self._new_names()
         except FileNotFoundError:
             return [], []
-        except OSError as exc:
-            log.warning("%s: cannot list report dir: %s", self.path, exc.strerror)
-            return [], []
         reports, errors = [], []
-        for name in sorted(names | set(self.pending), key=_index):
-            result = self._read(name)
-            if isinstance(result, Report):
+        for name in sorted(names | set(self.pending) | self._watched(), key=_order):
+            try:
+                result = self._read(name)
+            except Exception as exc:  # noqa: BLE001 - a bug met by one file must not lose its neighbours
+                log.exception("%s: unexpected error", self.path / name)
+                result = self._give_up(name, ReportError("io", f"unexpected {type(exc).__name__}"), None)
+            if isinstance(result, Arrival):
                 reports.append(result)
             elif result is not None:
                 errors.append(result)
         return reports, errors
 
+    # -- finding names ------------------------------------------------------------------
     def _new_names(self) -> set[str]:
         st = os.stat(self.path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(20, "not a directory", str(self.path))
         moved = st.st_mtime_ns != self._listed_mtime_ns
         if not moved and self.clock() - st.st_mtime > RACY_S:
             return set()
         names = self._probe() if self._listed_mtime_ns is not None else set()
         if moved and (not names or self.clock() - self._full_listed_at >= FULL_LIST_S):
-            with os.scandir(self.path) as it:
-                names = {e.name for e in it if e.name not in self.done and REPORT_NAME.match(e.name)}
+            names = self._list()
             self._full_listed_at = self.clock()
         self._listed_mtime_ns = st.st_mtime_ns
         self._high = max([self._high, *(_index(n) for n in names)])
+        return names
+
+    def _list(self) -> set[str]:
+        """Names that are new, or read before and changed since (by inode, mtime or size)."""
+        names = set()
+        with os.scandir(self.path) as it:
+            for e in it:
+                if not REPORT_NAME.match(e.name):
+                    continue
+                seen = self.done.get(e.name)
+                if seen is None:
+                    names.add(e.name)
+                elif seen.ident is not None:
+                    try:
+                        changed = e.inode() != seen.ident[1] or _ident(e.stat(follow_symlinks=False)) != seen.ident
+                    except OSError:
+                        changed = False  # vanished under us: nothing to read
+                    if changed:
+                        names.add(e.name)
         return names
 
     def _probe(self) -> set[str]:
@@ -83,49 +165,111 @@ class ReportDir:
         while os.path.lexists(self.path / f"epoch-{index}.json"):
             names.add(f"epoch-{index}.json")
             index += 1
-        return names - self.done
+        return {n for n in names if n not in self.done}
 
-    def _read(self, name: str) -> Report | str | None:
+    def _watched(self) -> set[str]:
+        """Already-read names that a restarted numbering would rewrite next, stat'ed every poll."""
+        out = set()
+        if self._lowest is not None:
+            out.add(self._lowest)
+        if self.sequence_restarts:
+            nxt = f"epoch-{self._seq_high + 1}.json"
+            if nxt in self.done:
+                out.add(nxt)
+        return out
+
+    # -- reading one file ---------------------------------------------------------------
+    def _read(self, name: str) -> Arrival | str | None:
         path = self.path / name
         try:
-            st = path.lstat()
+            lst = os.lstat(path)
         except FileNotFoundError:
             self.pending.pop(name, None)  # removed before we got to it: nothing to count
             return None
         except OSError as exc:
-            return self._give_up(name, ReportError("io", exc.strerror or str(exc)))
+            return self._give_up(name, ReportError("io", exc.strerror or str(exc)), None)
+        ident = _ident(lst)
+        prior = self.done.get(name)
+        if prior is not None and (prior.ident is None or prior.ident == ident):
+            return None  # unchanged since it was read
+        if not (stat.S_ISREG(lst.st_mode) or stat.S_ISLNK(lst.st_mode)):
+            return self._give_up(name, ReportError("io", _kind(lst.st_mode)), ident)
         try:
-            report = parse_report(self._read_bytes(path, st.st_size))
+            data, arrived_s = self._read_bytes(path, lst)
+            report = parse_report(data)
         except ReportError as exc:
-            return self._retry_or_give_up(name, st, exc)
+            return self._retry_or_give_up(name, lst, exc)
         except OSError as exc:
-            return self._give_up(name, ReportError("io", exc.strerror or str(exc)))
-        self.done.add(name)
+            return self._give_up(name, ReportError("io", exc.strerror or str(exc)), ident)
         self.pending.pop(name, None)
-        return report
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if prior is not None and prior.digest == digest:
+            self.done[name] = Seen(ident, digest, prior.sequence, prior.ingested)  # touched: nothing new
+            return None
+        index = _index(name)
+        if prior is not None and prior.ingested and prior.sequence == self.sequence:
+            # Read before in this numbering, and now different: the numbering started over.
+            self.sequence += 1
+            self.sequence_restarts += 1
+            self._by_epoch, self._seq_high = {}, -1
+            log.warning("%s: rewritten with new content: the node's report numbering started over", path)
+        other = self._by_epoch.get(index)
+        if other is not None and other != name:
+            return self._give_up(name, ReportError("duplicate", f"epoch {index} was already read from {other}"),
+                                 ident, digest)
+        self._by_epoch[index] = name
+        self._seq_high = max(self._seq_high, index)
+        self.done[name] = Seen(ident, digest, self.sequence, True)
+        if self._lowest is None or _order(name) < _order(self._lowest):
+            self._lowest = name
+        return Arrival(report, index, self.sequence, arrived_s)
 
-    def _read_bytes(self, path: Path, size: int) -> bytes:
-        if path.is_symlink() and not path.resolve().is_relative_to(self.path.resolve()):
-            raise ReportError("io", "symlink points outside the report dir")
-        if size > MAX_REPORT_BYTES:
-            raise ReportError("too_large", f"{size} bytes > {MAX_REPORT_BYTES}")
-        with open(path, "rb") as fh:
+    def _read_bytes(self, path: Path, lst: os.stat_result) -> tuple[bytes, float]:
+        """The file's bytes and mtime; never opens anything but a regular file for reading."""
+        if stat.S_ISLNK(lst.st_mode):
+            real = os.path.realpath(path, strict=True)  # a loop is OSError (ELOOP), not a hang
+            if not Path(real).is_relative_to(os.path.realpath(self.path)):
+                raise ReportError("io", "symlink points outside the report dir")
+        if lst.st_size > MAX_REPORT_BYTES and stat.S_ISREG(lst.st_mode):
+            raise ReportError("too_large", f"{lst.st_size} bytes > {MAX_REPORT_BYTES}")
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO after the lstat, or a link to one
+                raise ReportError("io", _kind(st.st_mode))
+            if st.st_size > MAX_REPORT_BYTES:
+                raise ReportError("too_large", f"{st.st_size} bytes > {MAX_REPORT_BYTES}")
+            chunks, size = [], 0
             # Read one byte more than allowed: a file that grew past the limit is caught too.
-            return fh.read(MAX_REPORT_BYTES + 1)
+            while size <= MAX_REPORT_BYTES:
+                chunk = os.read(fd, min(1 << 20, MAX_REPORT_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), st.st_mtime
+        finally:
+            os.close(fd)
 
     def _retry_or_give_up(self, name: str, st: os.stat_result, exc: ReportError) -> str | None:
         if exc.reason not in RETRIED:
-            return self._give_up(name, exc)
+            return self._give_up(name, exc, _ident(st))
         stamp = (st.st_size, st.st_mtime_ns)
         prev = self.pending.get(name)
         since = prev[2] if prev and prev[:2] == stamp else self.clock()
         self.pending[name] = (*stamp, since)
         if self.clock() - since < self.settle_s:
             return None  # may still be being written; retried on the next poll
-        return self._give_up(name, exc)
+        return self._give_up(name, exc, _ident(st))
 
-    def _give_up(self, name: str, exc: ReportError) -> str:
-        self.done.add(name)
+    def _give_up(self, name: str, exc: ReportError, ident: Ident | None, digest: bytes | None = None) -> str:
+        prior = self.done.get(name)
+        # A report rewritten into something unreadable stays the report it was (its digest and
+        # sequence are kept): rewritten back later, it is not new; rewritten anew, it restarts.
+        if prior is not None and prior.ingested:
+            self.done[name] = Seen(ident, prior.digest, prior.sequence, True)
+        else:
+            self.done[name] = Seen(ident, digest, self.sequence, False)
         self.pending.pop(name, None)
         log.warning("%s: %s (counted as %s)", self.path / name, exc, exc.reason)
         return exc.reason
@@ -134,3 +278,8 @@ class ReportDir:
 def _index(name: str) -> int:
     match = REPORT_NAME.match(name)
     return int(match.group(1)) if match else -1
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    """Epoch first; of two spellings of one epoch the canonical (shortest) name first."""
+    return (_index(name), len(name), name)

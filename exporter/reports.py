@@ -11,10 +11,12 @@ from typing import Any
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024
 STATUSES = ("Pending", "Committed", "Rejected")
+# Heights, counters and timestamps are u64 in the node: a larger number is not a reading.
+U64_MAX = 2**64 - 1
 
 
 class ReportError(Exception):
-    """reason is one of: partial, invalid_json, schema, too_large, io."""
+    """reason is one of: partial, invalid_json, schema, too_large, io, duplicate."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -69,8 +71,8 @@ class _Fields:
             value = _get(self.doc, path)
             if value is None:
                 continue
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ReportError("schema", f"{path}: expected non-negative integer, got {value!r}")
+            if kind is int and not _is_u64(value):
+                raise ReportError("schema", f"{path}: expected an integer in 0..2^64-1, got {value!r:.40}")
             if kind is not int and not isinstance(value, kind):
                 raise ReportError("schema", f"{path}: expected {kind.__name__}, got {type(value).__name__}")
             return value
@@ -80,6 +82,10 @@ class _Fields:
         return None
 
 
+def _is_u64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U64_MAX
+
+
 def _peers(raw: Any) -> tuple[PeerHead, ...]:
     if raw is None:
         return ()
@@ -87,8 +93,8 @@ def _peers(raw: Any) -> tuple[PeerHead, ...]:
         raise ReportError("schema", "node_snapshot.consensus.peer_heads: expected list")
     heads = []
     for i, p in enumerate(raw):
-        if not (isinstance(p, dict) and isinstance(p.get("node_id"), str) and isinstance(p.get("height"), int)
-                and not isinstance(p.get("height"), bool) and p["height"] >= 0 and isinstance(p.get("block_hash"), (str, type(None)))):
+        if not (isinstance(p, dict) and isinstance(p.get("node_id"), str) and _is_u64(p.get("height"))
+                and isinstance(p.get("block_hash"), (str, type(None)))):
             raise ReportError("schema", f"node_snapshot.consensus.peer_heads[{i}]: expected {{node_id, height, block_hash}}")
         heads.append(PeerHead(p["node_id"], p["height"], p["block_hash"]))
     return tuple(heads)
@@ -130,7 +136,9 @@ def _from_doc(doc: dict[str, Any]) -> Report:
         node_id=f.first(str, "node_snapshot.node_id", "node_id"),
         role=f.first(str, "node_snapshot.role", "role"),
         epoch_index=f.first(int, "settlement_report.epoch_index", "reward_runtime.latest_epoch_index"),
-        committed_height=f.first(int, c + "committed_height", "consensus.committed_height"),
+        # Without the consensus block a document says nothing the gates can judge: it is refused
+        # (counted as schema) and the node keeps its last good readings, instead of blanking them.
+        committed_height=f.first(int, c + "committed_height", "consensus.committed_height", required=True),
         network_committed_height=f.first(int, c + "network_committed_height", "consensus.network_committed_height"),
         last_execution_height=f.first(int, c + "last_execution_height", "consensus.last_execution_height"),
         last_status=status,

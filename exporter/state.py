@@ -1,17 +1,20 @@
 """Per-node state derived from the sequence of observations.
 
 Two streams feed a node: its epoch report files and its status endpoint. Counters are a
-pure function of the report files taken in epoch order, so an exporter restarted mid-run
-re-reads the files and arrives at exactly the counters it had: no loss, no double count
-(a counter that went down would look like a reset to Prometheus and be counted again).
-Status polls only make the gauges fresher (heights, status, progress time) and feed the
-fork detector, whose evidence is the block hashes themselves.
+pure function of the report files taken in epoch order (a late report is placed where its
+epoch belongs, see ``OrderedSeries``), so an exporter restarted mid-run re-reads the files
+and arrives at exactly the counters it had: no loss, no double count (a counter that went
+down would look like a reset to Prometheus and be counted again). Status polls only make
+the gauges fresher (heights, status, progress time) and feed the fork detector, whose
+evidence is the block hashes themselves.
 """
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from exporter.ingest import Arrival
 from exporter.reports import PeerHead, Report
 
 HASH_WINDOW = 4096  # heights remembered for fork detection: bounded memory, ~70 min at 1 block/s
@@ -38,66 +41,162 @@ class MonotonicCounter:
         return self.banked + self.last
 
 
+Key = tuple[int, int]  # (sequence, epoch): a node's report order; a restarted numbering sorts after
+
+
+class OrderedSeries:
+    """One field's values in report order, with ``MonotonicCounter``'s rule over adjacent pairs.
+
+    Every adjacent pair (a, b) in key order with b < a is a drop: ``drops`` counts them and
+    ``banked`` sums their a. A value that arrives late is inserted in its place: the pair
+    (pred, succ) it splits is replaced by (pred, late) and (late, succ). Both sums only grow
+    (if succ < pred, then late < pred or succ < late), and both are a pure function of the
+    set of values, whatever their arrival order: an exporter restarted mid-run re-reads the
+    files and arrives at the same counters. ``value`` = banked + the newest value is the
+    run-cumulative counter of a source that resets on restart.
+
+    Memory is bounded: only the newest ``WINDOW`` values are kept; a value older than all
+    of them arrives too late to be placed and is ignored here (it is still counted as read).
+    """
+
+    WINDOW = 4096
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.values: dict[Key, int] = {}
+        self.drops = 0
+        self.banked = 0
+        self._trimmed = False
+
+    def insert(self, key: Key, value: int) -> bool:
+        """False when the key is known already or too old to place."""
+        if key in self.values or (self._trimmed and key < self.keys[0]):
+            return False
+        i = bisect.bisect(self.keys, key)
+        pred = self.values[self.keys[i - 1]] if i > 0 else None
+        succ = self.values[self.keys[i]] if i < len(self.keys) else None
+        if pred is not None and succ is not None:
+            self._pair(pred, succ, -1)
+        if pred is not None:
+            self._pair(pred, value, 1)
+        if succ is not None:
+            self._pair(value, succ, 1)
+        self.keys.insert(i, key)
+        self.values[key] = value
+        if len(self.keys) > self.WINDOW:
+            del self.values[self.keys.pop(0)]
+            self._trimmed = True
+        return True
+
+    def _pair(self, a: int, b: int, sign: int) -> None:
+        if b < a:
+            self.drops += sign
+            self.banked += sign * a
+
+    @property
+    def value(self) -> int:
+        return self.banked + (self.values[self.keys[-1]] if self.keys else 0)
+
+
 @dataclass
 class DistfsCounters:
-    total: MonotonicCounter = field(default_factory=MonotonicCounter)
-    passed: MonotonicCounter = field(default_factory=MonotonicCounter)
-    failed: MonotonicCounter = field(default_factory=MonotonicCounter)
-    reasons: dict[str, MonotonicCounter] = field(default_factory=dict)
+    total: OrderedSeries = field(default_factory=OrderedSeries)
+    passed: OrderedSeries = field(default_factory=OrderedSeries)
+    failed: OrderedSeries = field(default_factory=OrderedSeries)
+    reasons: dict[str, OrderedSeries] = field(default_factory=dict)
     seen: bool = False
 
-    def observe(self, r: Report) -> None:
+    def observe(self, key: Key, r: Report) -> None:
         if r.distfs_total is None:
             return
         self.seen = True
-        self.total.observe(r.distfs_total)
+        self.total.insert(key, r.distfs_total)
         failed = r.distfs_failed or 0
-        self.failed.observe(failed)
+        self.failed.insert(key, failed)
         # G2 has no passed field; a document with failed > total is clamped, never negative.
-        self.passed.observe(r.distfs_passed if r.distfs_passed is not None else max(r.distfs_total - failed, 0))
+        self.passed.insert(key, r.distfs_passed if r.distfs_passed is not None else max(r.distfs_total - failed, 0))
         for reason, n in r.distfs_reasons.items():
-            self.reasons.setdefault(reason, MonotonicCounter()).observe(n)
+            self.reasons.setdefault(reason, OrderedSeries()).insert(key, n)
+
+
+# A jump of the clock offset (node clock minus this machine's, at arrival) larger than this
+# is a clock step. The offset of a healthy node moves by the write or poll latency (well
+# under the few seconds a report may take to settle, status polls time out at 1.5 s) and by
+# NTP slewing (milliseconds); a minute is far outside both, and far inside the steps that
+# matter (an hour: a report that would have frozen the node's gauges).
+CLOCK_STEP_S = 60.0
 
 
 @dataclass
 class NodeView:
-    latest: Report | None = None          # newest observation of either stream (gauges)
-    latest_report: Report | None = None   # newest report file (report gauges)
+    """Gauges follow report order (epoch) and arrival order (status polls), never the node's
+    clock: a report stamped an hour ahead is recorded as a clock step and does not hide the
+    reports after it. Times derived here (progress, arrival) are on this machine's clock."""
+
+    latest: Report | None = None          # newest observation by arrival (gauges)
+    latest_report: Report | None = None   # newest report file in report order (report gauges)
+    latest_key: Key | None = None
     peers: tuple[PeerHead, ...] = ()
     progress_height: int | None = None
-    last_progress_s: float | None = None
-    report_height: int | None = None
-    regressions: int = 0
+    last_progress_s: float | None = None  # arrival time at which committed height last rose
+    heights: OrderedSeries = field(default_factory=OrderedSeries)
     reports_total: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     distfs: DistfsCounters = field(default_factory=DistfsCounters)
+    last_arrival_s: float | None = None   # arrival of the most recent report file
+    status_arrival_s: float | None = None  # time of the last status poll that answered
+    clock_offset_s: float | None = None    # observed_at minus arrival, last observation
+    clock_steps: int = 0
+    sequence_restarts: int = 0             # the node's report numbering started over
+    ingest_failures: int = 0               # polls of the report folder that failed as a whole
 
-    def observe_report(self, r: Report) -> None:
-        """A report file, in epoch order: every counter moves here and only here."""
+    @property
+    def regressions(self) -> int:
+        return self.heights.drops
+
+    @property
+    def report_height(self) -> int | None:
+        return self.heights.values[self.heights.keys[-1]] if self.heights.keys else None
+
+    def observe_report(self, a: Arrival) -> None:
+        """A report file: every counter moves here and only here, in report order."""
+        r, key = a.report, (a.sequence, a.epoch)
         self.reports_total += 1
-        self.latest_report = r
+        if self.latest_key is not None and a.sequence > self.latest_key[0]:
+            self.sequence_restarts += 1
+        self.last_arrival_s = a.arrived_s if self.last_arrival_s is None else max(self.last_arrival_s, a.arrived_s)
+        self._observe_clock(r, a.arrived_s)
         if r.committed_height is not None:
-            if self.report_height is not None and r.committed_height < self.report_height:
-                self.regressions += 1
-            self.report_height = r.committed_height
-        self.distfs.observe(r)
-        self._observe_gauges(r)
+            self.heights.insert(key, r.committed_height)
+        self.distfs.observe(key, r)
+        if self.latest_key is not None and key < self.latest_key:
+            return  # a late report of an older epoch: its place in the counters, not the gauges
+        self.latest_key, self.latest_report = key, r
+        # A status poll answered after this file was written is fresher: keep its readings.
+        if self.status_arrival_s is None or a.arrived_s >= self.status_arrival_s:
+            self._observe_gauges(r, a.arrived_s)
 
-    def observe_status(self, r: Report) -> None:
-        self._observe_gauges(r)
+    def observe_status(self, r: Report, arrived_s: float) -> None:
+        self.status_arrival_s = arrived_s
+        self._observe_clock(r, arrived_s)
+        self._observe_gauges(r, arrived_s)
 
     def count_error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
-    def _observe_gauges(self, r: Report) -> None:
-        if self.latest is not None and r.observed_at_ms < self.latest.observed_at_ms:
-            return  # older than what the other stream already showed
+    def _observe_clock(self, r: Report, arrived_s: float) -> None:
+        offset = r.observed_at_ms / 1000 - arrived_s
+        if self.clock_offset_s is not None and abs(offset - self.clock_offset_s) > CLOCK_STEP_S:
+            self.clock_steps += 1
+        self.clock_offset_s = offset
+
+    def _observe_gauges(self, r: Report, arrived_s: float) -> None:
         self.latest = r
         if r.peer_heads:
             self.peers = r.peer_heads
         h = r.committed_height
         if h is not None and (self.progress_height is None or h > self.progress_height):
-            self.last_progress_s = r.observed_at_ms / 1000
+            self.last_progress_s = arrived_s
         if h is not None:
             self.progress_height = h
 

@@ -19,6 +19,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 GOLDEN = Path(__file__).parent / "golden" / "exporter"
 FOLDERS = ("g1_storage", "g1_sequencer", "g2_slim", "partial", "wrong_types", "empty", "huge", "non_utf8",
            "symlink_outside", "unknown_fields")
+STARTED_S = 1771927000.0   # the node's start (run state): last arrival before any report
+ARRIVAL_S = 1771927263.5   # every fixture file's mtime: its arrival on the exporter's clock
 
 
 def _materialize(name: str, tmp_path: Path) -> Path:
@@ -34,18 +36,22 @@ def _materialize(name: str, tmp_path: Path) -> Path:
         (folder / "epoch-3.json").symlink_to(tmp_path / "outside.json")
     else:
         shutil.copytree(FIXTURES / name, folder)
+    for path in folder.iterdir():  # arrival times (mtimes) fixed: the exposition has no wall clock in it
+        os.utime(path, (ARRIVAL_S, ARRIVAL_S))
     return folder
 
 
 def exposition(folder: Path) -> str:
     """One scrape of a collector over ``folder`` with settle 0 (a bad file is final at once)."""
     setup = Setup(run_id="golden", topology="fixture", profile="soak_smoke", scenario="fixture",
-                  thresholds={"max_stall_secs": 300.0}, sources=(Source("n", "storage", report_dir=str(folder)),))
+                  thresholds={"max_stall_secs": 300.0},
+                  sources=(Source("n", "storage", report_dir=str(folder), started_at=STARTED_S),))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SoakCollector(setup, settle_s=0.0))
     text = generate_latest(registry).decode()
-    return "".join(line + "\n" for line in text.splitlines()
-                   if not line.startswith("soak_exporter_scrape_duration_seconds{"))
+    # Values read from the wall clock at scrape time are left out (the HELP/TYPE lines stay).
+    wall_clock = ("soak_exporter_scrape_duration_seconds{", "soak_consensus_stall_seconds{")
+    return "".join(line + "\n" for line in text.splitlines() if not line.startswith(wall_clock))
 
 
 @pytest.mark.parametrize("name", FOLDERS)

@@ -34,9 +34,14 @@ def doc(epoch: int, height: int, *, at_ms: int | None = None, block_hash: str | 
     return d
 
 
-def write(folder: Path, d: dict[str, Any]) -> None:
+def write(folder: Path, d: dict[str, Any], mtime: float | None = None) -> Path:
+    """Write one report; ``mtime`` (its arrival on the exporter's clock) when given."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"epoch-{d['settlement_report']['epoch_index']}.json").write_text(json.dumps(d))
+    path = folder / f"epoch-{d['settlement_report']['epoch_index']}.json"
+    path.write_text(json.dumps(d))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
 
 
 class Scraper:
@@ -69,7 +74,7 @@ def test_a_partial_file_is_retried_and_counted_once_complete_not_as_an_error(tmp
     now[0] += 1
     (tmp_path / "epoch-0.json").write_bytes(full)
     reports, errors = rdir.poll()
-    assert [r.committed_height for r in reports] == [5] and errors == []
+    assert [a.report.committed_height for a in reports] == [5] and errors == []
     assert rdir.poll() == ([], [])  # parsed once, never again
 
 
@@ -105,7 +110,7 @@ def test_a_quiet_directory_is_not_listed_again_so_cost_does_not_grow_with_histor
     os.utime(tmp_path, ns=(old, old))  # mtime unchanged: the listing is skipped
     assert rdir.poll() == ([], [])
     os.utime(tmp_path)  # the directory moved: listed again, the new file is found
-    assert [r.epoch_index for r in rdir.poll()[0]] == [1]
+    assert [a.epoch for a in rdir.poll()[0]] == [1]
 
 
 def test_a_stray_out_of_sequence_file_is_found_by_the_periodic_full_listing(tmp_path: Path) -> None:
@@ -116,10 +121,10 @@ def test_a_stray_out_of_sequence_file_is_found_by_the_periodic_full_listing(tmp_
     write(tmp_path, doc(1, 2))
     write(tmp_path, doc(50, 3))  # beside the expected epoch-1: not probed for
     now[0] += 5
-    assert [r.epoch_index for r in rdir.poll()[0]] == [1]
+    assert [a.epoch for a in rdir.poll()[0]] == [1]
     now[0] += FULL_LIST_S
     write(tmp_path, doc(2, 4))
-    assert [r.epoch_index for r in rdir.poll()[0]] == [2, 50]
+    assert [a.epoch for a in rdir.poll()[0]] == [2, 50]
 
 
 def test_one_node_with_only_bad_files_never_stops_the_other_nodes_metrics(tmp_path: Path) -> None:
@@ -135,12 +140,14 @@ def test_one_node_with_only_bad_files_never_stops_the_other_nodes_metrics(tmp_pa
 
 def test_height_regression_is_counted_and_progress_time_moves_only_on_a_rise(tmp_path: Path) -> None:
     s = scraper({"n": tmp_path})
-    write(tmp_path, doc(0, 10, at_ms=1_000_000))
-    write(tmp_path, doc(1, 12, at_ms=2_000_000))
-    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == 2000
-    write(tmp_path, doc(2, 12, at_ms=3_000_000))
-    write(tmp_path, doc(3, 8, at_ms=4_000_000))
-    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == 2000
+    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") is None  # absent, not 0
+    # Progress time is the arrival (file mtime, this machine's clock), not the node's observed_at.
+    write(tmp_path, doc(0, 10, at_ms=1_000_000), mtime=1_700_000_100)
+    write(tmp_path, doc(1, 12, at_ms=2_000_000), mtime=1_700_000_200)
+    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == 1_700_000_200
+    write(tmp_path, doc(2, 12, at_ms=3_000_000), mtime=1_700_000_300)
+    write(tmp_path, doc(3, 8, at_ms=4_000_000), mtime=1_700_000_400)
+    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == 1_700_000_200
     assert s.value("soak_consensus_height_regressions_total", node="n") == 1
     assert s.value("soak_consensus_committed_height", node="n") == 8
 
@@ -266,10 +273,13 @@ def test_a_status_endpoint_freshens_gauges_but_never_moves_file_counters(tmp_pat
     setup = Setup(run_id="r1", topology="t1", sources=(Source("n", report_dir=str(tmp_path), status_url=status_server[1]),))
     s = Scraper(SoakCollector(setup, settle_s=0.0))
     assert s.value("soak_consensus_committed_height", node="n") == 2000
+    before = time.time()
     s.collector.poll_status_once()
+    after = time.time()
     assert s.value("soak_consensus_committed_height", node="n") == 2210
     assert s.value("soak_consensus_network_committed_height", node="n") == 2211
     assert s.value("soak_consensus_status", node="n", status="Committed") == 1
-    assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == 1772284900.456
+    # The poll's arrival on this machine's clock, not the document's observed_at.
+    assert before <= s.value("soak_consensus_last_progress_timestamp_seconds", node="n") <= after
     assert s.value("soak_distfs_checks_total", node="n", result="failed") == 3
     assert s.value("soak_reports_total", node="n") == 1
