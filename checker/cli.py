@@ -97,9 +97,13 @@ def main(argv: list[str] | None = None) -> None:
                        help="judge at once, even if the window ends less than a gate's `for` ago")
         a = p.parse_args(argv)
         now = time.time()
-        crash_log_dir(a.out)
+        if a.out is not None and a.out.exists() and not a.out.is_dir():
+            raise UsageError(f"--out {a.out}: exists and is not a folder")
         if a.run_dir:
-            return judge_run_dir(a.run_dir, a.profile, a.out if a.out else a.run_dir)
+            out = _rejudge_out(a)
+            crash_log_dir(out)
+            return judge_run_dir(a.run_dir, a.profile, out, a.topology)
+        crash_log_dir(a.out)
         if not a.prometheus or not a.since:
             raise UsageError("--prometheus and --since are required (or --run-dir)")
         since = parse_time(a.since, now, "--since")
@@ -110,7 +114,31 @@ def main(argv: list[str] | None = None) -> None:
     run_cli("soak-check", body)
 
 
-def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
+def _rejudge_out(a: argparse.Namespace) -> Path:
+    """Where re-judging writes: ``--out``, else a new ``RUN/rejudge-<UTC time>/``; never the
+    run's own folder (its verdict files are the record of the run). Flags that re-judging
+    would ignore are refused, not silently dropped."""
+    ignored = [flag for flag, value in (("--prometheus", a.prometheus), ("--since", a.since), ("--until", a.until),
+                                        ("--run-id", a.run_id), ("--no-wait", a.no_wait)) if value]
+    if ignored:
+        raise UsageError(f"--run-dir judges the run's saved TSDB over the run's own windows and run id: "
+                         f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'}")
+    if not a.run_dir.is_dir():
+        raise UsageError(f"--run-dir {a.run_dir}: not a folder")
+    if a.out is not None:
+        if a.out.resolve() == a.run_dir.resolve():
+            raise UsageError(f"--out {a.out} is the run directory: re-judging never writes over the run's own "
+                             "verdict files (default: RUN/rejudge-<UTC time>/)")
+        return a.out
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out, n = a.run_dir / f"rejudge-{stamp}", 1
+    while out.exists():
+        n += 1
+        out = a.run_dir / f"rejudge-{stamp}-{n}"
+    return out
+
+
+def judge_run_dir(run_dir: Path, profile: str | None, out: Path, topology: str | None = None) -> int:
     """Start a temporary Prometheus on a copy of the run's TSDB and judge the run again."""
     path = run_dir / "run_config.json"
     try:
@@ -125,6 +153,10 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path) -> int:
     # Each topology over its own window: judged over a later one, a finished topology's
     # last samples would look like a stall.
     windows: list[Window] = [(name, since, until) for name, (since, until) in _windows(cfg, path).items()]
+    if topology is not None:
+        if topology not in {w[0] for w in windows}:
+            raise UsageError(f"--topology {topology!r}: not in {path} (topologies: {', '.join(str(w[0]) for w in windows)})")
+        windows = [w for w in windows if w[0] == topology]
     launch = cfg.get("launch") if isinstance(cfg.get("launch"), dict) else {}
     with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp:
         copy = Path(tmp) / "data"

@@ -269,9 +269,10 @@ def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus
             {"name": "triad", "started_at": START, "ended_at": UNTIL}]}))
     done = check("--run-dir", str(run_dir))
     assert done.returncode == 1, done.stderr
-    doc = json.loads((run_dir / "summary.json").read_text())
+    (out,) = run_dir.glob("rejudge-*")      # a new folder: the run's own verdict files stay as they were
+    doc = json.loads((out / "summary.json").read_text())
     assert doc["topologies"][0]["gates"]["consensus_stalled"]["status"] == "fail"
-    assert (run_dir / "failures.md").exists()
+    assert (out / "failures.md").exists() and not (run_dir / "failures.md").exists()
 
 
 @pytest.mark.parametrize("config", ['{"run_id": "stall"}', '{"topologies": [{"name": "triad"}]}', "not json"])

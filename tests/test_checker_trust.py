@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Iterator
 from xml.etree import ElementTree as ET
@@ -151,3 +152,56 @@ def test_a_failed_warning_gate_warns_in_every_output_and_never_changes_the_exit_
     v = _verdict_with(_result(warned, "fail", "critical"), *(_result(g, "pass", "critical", 0.0) for g in others))
     assert write_reports(tmp_path / "critical", [v], RunMeta(run_dir=None, profile=v.profile)) == 1
     assert (tmp_path / "critical" / "junit.xml").read_text().count("<failure") == 1
+
+
+# 3. Re-judging is read-only -------------------------------------------------------------
+
+def make_run_dir(prom: Service, path: Path, run_id: str, windows: dict[str, tuple[float, float]]) -> Path:
+    """A finished run's folder: the saved TSDB, run_config.json and the run's own verdict files."""
+    data = Path(prom.log_path).parent / "data"
+    shutil.copytree(data, path / "prometheus", ignore=shutil.ignore_patterns("lock", "wal", "chunks_head"))
+    (path / "run_config.json").write_text(json.dumps({"run_id": run_id, "profile": "soak_smoke",
+                                                      "windows": {k: list(v) for k, v in windows.items()}}))
+    for name in OWN_VERDICT_FILES:
+        (path / name).write_text(f"the run's own {name}\n")
+    return path
+
+
+OWN_VERDICT_FILES = ("summary.json", "summary.md", "failures.md", "timeline.csv", "junit.xml")
+
+
+def test_re_judging_writes_a_new_folder_and_never_touches_the_runs_own_verdict_files(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = make_run_dir(prometheus, tmp_path / "20260101-000000", "fine", {"triad": (START, UNTIL)})
+    code, out, err = cli(capsys, "--run-dir", str(run_dir))
+    assert code == 0, err
+    for name in OWN_VERDICT_FILES:
+        assert (run_dir / name).read_text() == f"the run's own {name}\n"
+    (rejudged,) = run_dir.glob("rejudge-*")
+    assert rejudged.name.endswith("Z") and str(rejudged / "summary.md") in out
+    assert json.loads((rejudged / "summary.json").read_text())["topologies"][0]["topology"] == "triad"
+    # A second re-judging in the same second gets its own folder; --out is honoured.
+    assert cli(capsys, "--run-dir", str(run_dir))[0] == 0
+    assert len(list(run_dir.glob("rejudge-*"))) == 2
+    assert cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "elsewhere"))[0] == 0
+    assert (tmp_path / "elsewhere" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--prometheus", "http://127.0.0.1:9090"],
+    ["--since", "30m"],
+    ["--until", "5m"],
+    ["--run-id", "fine"],
+    ["--no-wait"],
+    ["--out", "{run_dir}"],
+    ["--topology", "nope"],
+])
+def test_re_judging_refuses_flags_it_would_ignore_or_that_would_overwrite_the_run(
+        extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "prometheus").mkdir(parents=True)
+    (run_dir / "run_config.json").write_text(json.dumps({"run_id": "fine", "windows": {"triad": [START, UNTIL]}}))
+    code, _, err = cli(capsys, "--run-dir", str(run_dir), *(e.format(run_dir=run_dir) for e in extra))
+    assert code == 2, err
+    assert one_line(err).startswith("soak-check: error:") and extra[0] in err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["prometheus", "run_config.json"]
