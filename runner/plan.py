@@ -2,10 +2,9 @@
 and continuous chaos that picks the same node/action sequence as the old script per seed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
 
 from soakcore.errors import InputError, UsageError
 from soakcore.files import load_document
@@ -31,52 +30,67 @@ class ChaosEvent:
         return self.topology in ("all", topology)
 
 
-def _number(raw: dict[str, Any], key: str, path: Path, where: str, default: float | None = None) -> float:
+EVENT_FIELDS = frozenset(f.name for f in fields(ChaosEvent))
+MAX_SECS = 1e7  # ~115 days: beyond any soak, and within what a timed wait accepts
+
+
+def _number(raw: dict[Any, Any], key: str, path: Path, where: str, default: float | None = None) -> float:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InputError(path, f"{where}.{key}", f"expected a non-negative number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECS:  # NaN fails too
+        raise InputError(path, f"{where}.{key}", f"expected a number of seconds within 0..{MAX_SECS:g}, got {value!r}")
     return float(value)
 
 
 def parse_event(raw: Any, path: Path, i: int, topologies: dict[str, tuple[str, ...]]) -> ChaosEvent:
+    """One event, validated; every error names the field and, once known, the event id."""
     where = f"events[{i}]"
     if not isinstance(raw, dict):
         raise InputError(path, where, "expected an object")
-    unknown = set(raw) - {"id", "at_sec", "topology", "node", "action", "down_secs", "duration_secs"}
-    if unknown:
-        raise InputError(path, f"{where}.{sorted(unknown)[0]}", "unknown field")
-    action = raw.get("action")
-    if action not in CHAOS_ACTIONS:
-        raise InputError(path, f"{where}.action", f"expected one of {', '.join(CHAOS_ACTIONS)}, got {action!r}")
-    topology = raw.get("topology", "all")
-    if topology != "all" and topology not in topologies:
-        raise InputError(path, f"{where}.topology", f"expected 'all' or one of {', '.join(topologies)}, got {topology!r}")
-    node = raw.get("node")
-    nodes = {n for t, ns in topologies.items() if topology in ("all", t) for n in ns}
-    if node not in nodes:
-        raise InputError(path, f"{where}.node", f"expected one of {', '.join(sorted(nodes))}, got {node!r}")
+    event_id = raw.get("id", f"ev-{i:03d}")
     try:
-        event_id = validate_name("event id", raw.get("id", f"ev-{i:03d}"))
+        event_id = validate_name("event id", event_id)
     except UsageError as exc:
         raise InputError(path, f"{where}.id", str(exc)) from None
+    ev = f"event {event_id!r}: "
+    unknown = sorted(str(k) for k in raw if k not in EVENT_FIELDS)
+    if unknown:
+        raise InputError(path, f"{where}.{unknown[0]}", ev + "unknown field")
+    action = raw.get("action")
+    if not isinstance(action, str) or action not in CHAOS_ACTIONS:
+        raise InputError(path, f"{where}.action", ev + f"expected one of {', '.join(CHAOS_ACTIONS)}, got {action!r}")
+    topology = raw.get("topology", "all")
+    if not isinstance(topology, str) or (topology != "all" and topology not in topologies):
+        raise InputError(path, f"{where}.topology",
+                         ev + f"unknown topology {topology!r}; expected 'all' or one of {', '.join(topologies)}")
+    node = raw.get("node")
+    nodes = {n for t, ns in topologies.items() if topology in ("all", t) for n in ns}
+    if not isinstance(node, str) or node not in nodes:
+        raise InputError(path, f"{where}.node", ev + f"unknown node {node!r}; expected one of {', '.join(sorted(nodes))}")
     event = ChaosEvent(event_id, _number(raw, "at_sec", path, where),
                        topology, node, action, _number(raw, "down_secs", path, where, 0.0),
                        _number(raw, "duration_secs", path, where, 0.0))
     if action in ("pause", "disconnect", "challenge_pressure") and event.duration_secs <= 0:
-        raise InputError(path, f"{where}.duration_secs", f"{action} needs a positive duration")
+        raise InputError(path, f"{where}.duration_secs", ev + f"{action} needs a positive duration")
     return event
 
 
-def load_plan(path: Path, topologies: dict[str, tuple[str, ...]]) -> tuple[ChaosEvent, ...]:
-    """Load and validate a whole plan; ``topologies`` maps each topology to its node labels."""
+def load_plan(path: Path, topologies: dict[str, tuple[str, ...]],
+              duration_secs: float | None = None) -> tuple[ChaosEvent, ...]:
+    """Load and validate a whole plan in linear time; ``topologies`` maps each topology to its
+    node labels. With ``duration_secs``, an event that would start after the run is an error."""
     doc = load_document(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise InputError(path, "events", "expected an object with an 'events' list")
-    events = tuple(parse_event(raw, path, i, topologies) for i, raw in enumerate(doc["events"]))
-    ids = [e.id for e in events]
-    dup = next((x for x in ids if ids.count(x) > 1), None)
-    if dup:
-        raise InputError(path, "events[].id", f"duplicate id {dup!r}")
+    events, seen = [], set()
+    for i, raw in enumerate(doc["events"]):
+        event = parse_event(raw, path, i, topologies)
+        if event.id in seen:
+            raise InputError(path, f"events[{i}].id", f"duplicate id {event.id!r}")
+        if duration_secs is not None and event.at_sec >= duration_secs:
+            raise InputError(path, f"events[{i}].at_sec", f"event {event.id!r} at {event.at_sec:g}s never happens: "
+                             f"the run lasts {duration_secs:g}s per topology")
+        seen.add(event.id)
+        events.append(event)
     return tuple(sorted(events, key=lambda e: (e.at_sec, e.id)))
 
 

@@ -122,7 +122,7 @@ def test_continuous_chaos_respects_max_events_and_per_action_durations() -> None
 
 def test_run_config_holds_every_resolved_setting_and_the_seed(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--out-dir", str(tmp_path), "--seed", "99", "--max-lag-p95", "4",
-                                      "--chaos-continuous-enable", "--duration-secs", "60",
+                                      "--chaos-continuous-enable", "--duration-secs", "90",
                                       "--chaos-plan", str(EVERY_ACTION_PLAN)])
     cfg = resolve(args, now=1_800_000_000)
     cfg.run_dir.mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_run_config_holds_every_resolved_setting_and_the_seed(tmp_path: Path) ->
     doc = json.loads((cfg.run_dir / "run_config.json").read_text())
     assert doc["seed"] == 99 and doc["continuous"]["seed"] == 99
     assert doc["thresholds"]["max_lag_p95"] == 4.0
-    assert doc["topologies"] == ["triad", "triad_distributed"] and doc["duration_secs"] == 60
+    assert doc["topologies"] == ["triad", "triad_distributed"] and doc["duration_secs"] == 90
     assert len(doc["plan_events"]) == len(load_plan(EVERY_ACTION_PLAN, TOPOLOGY_NODES))
     assert doc["run_id"] == cfg.run_dir.name
 
