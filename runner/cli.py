@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import math
+import os
 import signal
 import sys
 import threading
@@ -10,6 +13,7 @@ import time
 from pathlib import Path
 
 from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile
+from runner import ports, reaper
 from runner.config import RunConfig
 from runner.plan import Continuous, load_plan
 from runner.topofile import CustomTopology, is_topology_file, load_topology_file
@@ -17,6 +21,7 @@ from runner.topology import TOPOLOGY_NODES, LaunchSettings
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
 from soakcore.runstate import CHAOS_ACTIONS
+from soakcore.services import ALERTMANAGER_BIN, PROMETHEUS_BIN, find_binary
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,11 +29,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def finite(text: str) -> float:
+    """argparse type of every float flag: a finite number (NaN would never end a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="soak-run", description="Run an Agent World soak: nodes, chaos, Prometheus, verdict.")
     a = p.add_argument
     a("--profile", default="soak_smoke", choices=list(PROFILES))
-    a("--duration-secs", type=float, help="per topology (default: the profile's)")
+    a("--duration-secs", type=finite, help="per topology (default: the profile's)")
     a("--topologies", help="comma list (default: the profile's)")
     a("--topology", help="a single topology (same as --topologies T), or a topology file (.yaml/.json) whose "
       "nodes are argv lists: see docs/runner.md")
@@ -36,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--base-port", type=int, default=5610)
     a("--bind-host", default="127.0.0.1")
     a("--out-dir", type=Path, default=Path(".tmp/p2p_longrun"))
-    a("--startup-timeout-secs", type=float, default=20)
-    a("--poll-interval-secs", type=float, default=2, help="scrape, rule evaluation and progress interval")
+    a("--startup-timeout-secs", type=finite, default=20)
+    a("--poll-interval-secs", type=finite, default=2, help="scrape, rule evaluation and progress interval")
     a("--tick-ms", type=int, default=200, help="node tick (--node-tick-ms)")
-    a("--epoch-secs", type=float, default=10, help="reward epoch passed to nodes (reports arrive this often)")
+    a("--epoch-secs", type=finite, default=10, help="reward epoch passed to nodes (reports arrive this often)")
     a("--node-bin", help="real world_viewer_live binary instead of the simulator")
     a("--node-arg", action="append", default=[], metavar="NODE=ARG", help="extra argv for one node (repeatable)")
     a("--status-endpoints", action="store_true", help="simulator serves G2 /v1/chain/status; exporter polls it")
@@ -47,16 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--enable-chaos", action="store_true", help="inject chaos: the plan, or continuous chaos without one")
     a("--chaos-plan", type=Path)
     a("--chaos-continuous-enable", action="store_true")
-    a("--chaos-continuous-interval-secs", type=float, default=30)
-    a("--chaos-continuous-start-sec", type=float, default=30)
+    a("--chaos-continuous-interval-secs", type=finite, default=30)
+    a("--chaos-continuous-start-sec", type=finite, default=30)
     a("--chaos-continuous-max-events", type=int, default=0)
     a("--chaos-continuous-actions", default="restart,pause")
     a("--chaos-continuous-seed", type=int)
-    a("--chaos-continuous-restart-down-secs", type=float, default=1)
-    a("--chaos-continuous-pause-duration-secs", type=float, default=2)
-    a("--max-stall-secs", type=float)
-    a("--max-lag-p95", type=float)
-    a("--max-distfs-failure-ratio", type=float)
+    a("--chaos-continuous-restart-down-secs", type=finite, default=1)
+    a("--chaos-continuous-pause-duration-secs", type=finite, default=2)
+    a("--max-stall-secs", type=finite)
+    a("--max-lag-p95", type=finite)
+    a("--max-distfs-failure-ratio", type=finite)
     a("--threshold", action="append", default=[], metavar="KEY=VALUE", help="override any profile threshold")
     a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
     a("--prometheus-url")
@@ -83,18 +99,28 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     topologies = (custom.name,) if custom else _builtin_topologies(a.topology or a.topologies
                                                                    or ",".join(profile.topologies))
     _check_numbers(a)
+    _check_tools(a)
     seed = a.seed if a.seed is not None else int(now) % 100000
+    duration = a.duration_secs or profile.duration_secs
     known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
-    events = load_plan(a.chaos_plan, known_nodes) if a.chaos_plan else ()
+    selected = {t: known_nodes[t] for t in topologies}
+    events = load_plan(a.chaos_plan, known_nodes, duration) if a.chaos_plan else ()
+    idle = [e.id for e in events if not any(e.applies_to(t) and e.node in selected[t] for t in topologies)]
+    if idle:
+        print(f"soak-run: warning: {a.chaos_plan}: {len(idle)} event(s) apply to no selected topology "
+              f"({', '.join(topologies)}) and will not happen: {', '.join(idle[:5])}{' ...' if len(idle) > 5 else ''}",
+              file=sys.stderr)
+    node_args = _node_args(a.node_arg, selected)
+    _check_out_dir(a.out_dir)
     out_dir = a.out_dir.resolve()
     while (out_dir / time.strftime("%Y%m%d-%H%M%S", time.localtime(now))).exists():
         now += 1  # a run started in the same second gets the next name, never a shared directory
     run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return RunConfig(
         run_id=run_id, run_dir=out_dir / run_id, profile=profile,
-        duration_secs=a.duration_secs or profile.duration_secs, topologies=topologies,
+        duration_secs=duration, topologies=topologies,
         launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
-                              a.status_endpoints, _node_args(a.node_arg)),
+                              a.status_endpoints, node_args),
         interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
         chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed),
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
@@ -108,9 +134,9 @@ def _profile(a: argparse.Namespace) -> Profile:
     for item in a.threshold:
         key, sep, value = item.partition("=")
         try:
-            overrides[key] = float(value) if sep else None
-        except ValueError:
-            raise UsageError(f"--threshold {item}: expected KEY=NUMBER") from None
+            overrides[key] = finite(value) if sep else None
+        except argparse.ArgumentTypeError:
+            raise UsageError(f"--threshold {item}: expected KEY=NUMBER (a finite number)") from None
     return get_profile(a.profile).with_overrides(overrides)
 
 
@@ -135,21 +161,51 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise UsageError(f"--exporter-port: expected 1024..65535, got {a.exporter_port}")
     if not 1024 <= a.base_port <= 65000:
         raise UsageError(f"--base-port: expected 1024..65000, got {a.base_port}")
-    if a.node_bin and not Path(a.node_bin).is_file():
-        raise UsageError(f"--node-bin {a.node_bin}: not a file")
+    if a.node_bin and not (Path(a.node_bin).is_file() and os.access(a.node_bin, os.X_OK)):
+        raise UsageError(f"--node-bin {a.node_bin}: not an executable file")
+    try:
+        ipaddress.IPv4Address(a.bind_host)
+    except ValueError:
+        raise UsageError(f"--bind-host {a.bind_host!r}: expected an IPv4 address such as 127.0.0.1") from None
     for flag, url in (("--prometheus-url", a.prometheus_url), ("--alertmanager-url", a.alertmanager_url)):
         if url is not None and not url.startswith(("http://", "https://")):
             raise UsageError(f"{flag} {url!r}: expected an http:// or https:// URL")
 
 
-def _node_args(items: list[str]) -> dict[str, tuple[str, ...]]:
+def _node_args(items: list[str], selected: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """``NODE=ARG`` items; NODE must be a node of a selected topology (a typo is a usage error)."""
+    valid = sorted({n for nodes in selected.values() for n in nodes})
     extra: dict[str, tuple[str, ...]] = {}
     for item in items:
         node, sep, arg = item.partition("=")
         if not sep:
             raise UsageError(f"--node-arg {item!r}: expected NODE=ARG")
+        if node not in valid:
+            raise UsageError(f"--node-arg {item!r}: no node {node!r} in {', '.join(selected)}; "
+                             f"valid nodes: {', '.join(valid)}")
         extra[validate_name("node", node)] = (*extra.get(node, ()), arg)
     return extra
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """--out-dir must be (or be creatable as) a writable directory; checked, nothing created."""
+    probe = out_dir.absolute()
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():
+            raise UsageError(f"--out-dir {out_dir}: {probe} is a dangling symlink")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out-dir {out_dir}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out-dir {out_dir}: {probe} is not writable")
+
+
+def _check_tools(a: argparse.Namespace) -> None:
+    """The servers this run will start must be on PATH (a UsageError naming the missing one)."""
+    if a.prometheus_url is None:
+        find_binary(PROMETHEUS_BIN)
+        if a.alertmanager_url is None:
+            find_binary(ALERTMANAGER_BIN)
 
 
 def _continuous(a: argparse.Namespace, seed: int) -> Continuous | None:
@@ -180,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
         cfg = dataclasses.replace(cfg, repeat_argv=tuple(
             given if any(x == "--seed" or x.startswith("--seed=") for x in given)
             else [*given, "--seed", str(cfg.launch.seed)]))
+        # What dead runs left (processes carrying their marker, network cuts) is ended first, so it
+        # holds no port; then this run's ports are reserved and checked free: all before anything starts.
+        for line in reaper.clean_stale():
+            print(f"soak-run: cleaned up after a dead run: {line}", file=sys.stderr)
+        lease = ports.reserve(ports.planned(cfg), f"soak-run pid {os.getpid()}, run {cfg.run_dir}")
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -189,5 +250,5 @@ def main(argv: list[str] | None = None) -> None:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        return run(cfg, stop)
+        return run(cfg, stop, lease)
     run_cli("soak-run", body)

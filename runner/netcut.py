@@ -47,8 +47,12 @@ def cut(tag: str, ports: tuple[int, ...]) -> str:
     return table
 
 
-def heal(table: str) -> None:
-    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
+def heal(table: str) -> str | None:
+    """Delete a table; None when it is gone (also when it was already gone), else nft's error."""
+    res = subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, text=True, timeout=10)
+    if res.returncode == 0 or table not in list_tables():
+        return None
+    return res.stderr.strip() or f"nft exit {res.returncode}"
 
 
 def table_tag(*parts: object) -> str:
@@ -56,19 +60,30 @@ def table_tag(*parts: object) -> str:
     return "_".join(str(p) for p in parts).replace("-", "_").replace(".", "_")
 
 
-def heal_stale() -> None:
-    """Delete tables left by runners that no longer exist (killed mid-cut). Concurrent runs'
-    tables are left alone. Cleanup runs first and last."""
+def list_tables() -> list[str]:
+    """Names of the inet ``soak_*`` tables on this machine ([] without nft or root)."""
     if available():
-        return
+        return []
     res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10)
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or parts[1] != "inet" or not parts[2].startswith(TABLE_PREFIX):
-            continue
-        owner = parts[2][len(TABLE_PREFIX):].split("_")[0]
-        if owner.isdigit() and not pid_alive(int(owner)):
-            heal(parts[2])
+    return [p[2] for p in (line.split() for line in res.stdout.splitlines())
+            if len(p) == 3 and p[:2] == ["table", "inet"] and p[2].startswith(TABLE_PREFIX)]
+
+
+def owner_of(table: str) -> int | None:
+    owner = table[len(TABLE_PREFIX):].split("_")[0]
+    return int(owner) if owner.isdigit() else None
+
+
+def heal_owned(pid: int) -> list[str]:
+    """Delete every table of runner ``pid``; returns the names of those that could not be deleted."""
+    return [t for t in list_tables() if owner_of(t) == pid and heal(t) is not None]
+
+
+def heal_stale() -> list[str]:
+    """Delete tables left by runners that no longer exist (killed mid-cut); returns their names.
+    Concurrent runs' tables are left alone. Cleanup runs first and last."""
+    stale = [t for t in list_tables() if owner_of(t) is not None and not pid_alive(owner_of(t) or 0)]
+    return [t for t in stale if heal(t) is None]
 
 
 def pid_alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ too). Nothing in the run directory is ever deleted.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -12,14 +13,15 @@ import time
 
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate
 from checker.report import write_reports
-from runner import netcut
+from runner import netcut, reaper
 from runner.chaos import ChaosEngine, ChaosLog
 from runner.config import RunConfig
 from runner.nodes import NodeProc
 from runner.plan import ChaosEvent, continuous_events
+from runner.ports import Reservation
 from runner.progress import Progress
 from runner.stack import REPO, Stack
-from runner.topology import build_custom, build_topology
+from runner.topology import node_specs
 from soakcore.errors import SoakError
 from soakcore.services import free_port
 from soakcore.files import tail
@@ -33,9 +35,7 @@ class Topology:
         self.cfg, self.index, self.name = cfg, index, name
         self.dir = cfg.run_dir / name
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        custom = next((c for c in cfg.custom_topologies if c.name == name), None)
-        specs = (build_custom(custom, self.dir, cfg.launch) if custom
-                 else build_topology(name, index, cfg.run_id, self.dir, cfg.launch))
+        specs = node_specs(name, index, cfg.run_id, self.dir, cfg.launch, cfg.custom_topologies)
         self.nodes = {s.node: NodeProc(s, env) for s in specs}
         self.state_path = self.dir / "run_state.json"
         self._lock = threading.Lock()
@@ -101,13 +101,7 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
         t0 = time.time()
         process_status = _perturb_and_wait(cfg, stack, topo, t0, stop)
     finally:
-        topo.chaos.heal_all()
-        if not stop.is_set():
-            time.sleep(2 * cfg.interval_s)  # let Prometheus scrape the last state
-        ended = time.time()
-        for node in topo.nodes.values():
-            node.stop()
-        topo.publish()
+        ended = _finish(cfg, topo, stop)
     crashes = sum(n.restarts["crash"] for n in topo.nodes.values())
     if crashes and process_status == "ok":
         process_status = "crashed"
@@ -116,6 +110,36 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
     verdict = evaluate(stack.prometheus_url or "", t0, ended, run_id=cfg.run_id, topology=name,
                        profile=cfg.profile)
     return verdict, meta
+
+
+def _finish(cfg: RunConfig, topo: Topology, stop: threading.Event) -> float:
+    """Heal every fault, let Prometheus scrape the last state (not after an interrupt), stop
+    every node; returns the window's end. Until the runner itself stops a node, any exit is a
+    crash: supervision goes on through the drain (noted, counted, published for the last scrape)."""
+    topo.chaos.heal_all()
+    drain_until = time.monotonic() + (0.0 if stop.is_set() else 2 * cfg.interval_s)
+    topo.supervise()
+    while time.monotonic() < drain_until and not stop.wait(0.2):
+        topo.supervise()
+    topo.supervise()
+    ended = time.time()
+    for node in topo.nodes.values():
+        node.stop()
+    topo.publish()
+    return ended
+
+
+def _own_tables_gone() -> list[str]:
+    """The run's own nftables tables must be gone when it ends: verified, deleted if still
+    there; what was found is returned as notes (an error when a table cannot be deleted)."""
+    found = [t for t in netcut.list_tables() if netcut.owner_of(t) == os.getpid()]
+    failed = set(netcut.heal_owned(os.getpid()))
+    notes = [(f"error: nftables table {t} of this run could not be deleted: traffic of its ports stays dropped; "
+              f"delete it with: nft delete table inet {t}") if t in failed
+             else f"nftables table {t} of this run was still in place at the end (deleted then)" for t in found]
+    for note in notes:
+        print(f"soak-run: {note}", file=sys.stderr)
+    return notes
 
 
 def _wait_first_reports(topo: Topology, timeout: float, stop: threading.Event) -> None:
@@ -130,7 +154,7 @@ def _wait_first_reports(topo: Topology, timeout: float, stop: threading.Event) -
 
 def _perturb_and_wait(cfg: RunConfig, stack: Stack, topo: Topology, t0: float, stop: threading.Event) -> str:
     pending = list(topo.events)
-    progress = Progress(cfg, topo.name, stack, t0)
+    progress = Progress(cfg, topo.name, stack, t0, topo.notes)
     next_sample = 0.0
     while not stop.is_set():
         elapsed = time.time() - t0
@@ -152,10 +176,16 @@ def _perturb_and_wait(cfg: RunConfig, stack: Stack, topo: Topology, t0: float, s
     return "aborted"
 
 
-def run(cfg: RunConfig, stop: threading.Event) -> int:
+def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None) -> int:
+    """The whole run. ``lease``: the run's port locks (runner/ports.py), handed on to the reaper."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    # From here on every process started carries the run's marker, and the reaper ends them all
+    # (and deletes this run's nftables tables) as soon as this process is gone, however it dies.
+    owner = reaper.Owner.me(cfg.run_dir)
+    saved_env = os.environ.get(reaper.ENV)
+    os.environ[reaper.ENV] = owner.marker
+    reaper_pipe = reaper.start(owner, lease.fds if lease else [], cfg.run_dir / "reaper.log")
     cfg.save()
-    netcut.heal_stale()
     chaos_log = ChaosLog(cfg.run_dir / "chaos_events.log")
     stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url,
                   cfg.exporter_port or free_port())
@@ -183,6 +213,14 @@ def run(cfg: RunConfig, stop: threading.Event) -> int:
     finally:
         stack.stop()
         netcut.heal_stale()
+        table_notes = _own_tables_gone()
+        os.close(reaper_pipe)  # the reaper checks once more that nothing of this run is left, then exits
+        if saved_env is None:
+            os.environ.pop(reaper.ENV, None)
+        else:
+            os.environ[reaper.ENV] = saved_env
+    if table_notes and metas:
+        metas[-1] = dataclasses.replace(metas[-1], notes=(*metas[-1].notes, *table_notes))
     meta = RunMeta(run_dir=cfg.run_dir, profile=cfg.profile, scenario=cfg.launch.scenario,
                    chaos_plan=str(cfg.chaos_plan) if cfg.chaos_plan else None,
                    chaos_continuous=cfg.to_json()["continuous"] or {}, seed=cfg.launch.seed,

@@ -32,6 +32,7 @@ class Stack:
     services: list[Service] = field(default_factory=list)
     webhook: AlertWebhook | None = None
     exporter: subprocess.Popen[bytes] | None = None
+    query_error: str | None = None         # why the last query() failed
 
     @property
     def exporter_target(self) -> str:
@@ -94,12 +95,19 @@ class Stack:
             stop.wait(0.5)
         raise EvaluationError(f"Prometheus at {self.prometheus_url} has no {query} after {timeout:.0f}s")
 
-    def query(self, promql: str) -> list[dict]:  # type: ignore[type-arg]
+    def query(self, promql: str) -> list[dict] | None:  # type: ignore[type-arg]
+        """The instant vector; None when Prometheus could not be asked or did not answer like
+        Prometheus (``query_error`` then says why): unknown is never an empty answer."""
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         try:
-            return list(http_get_json(url, timeout=3.0)["data"]["result"])
-        except (EvaluationError, KeyError, TypeError):
-            return []
+            result = http_get_json(url, timeout=3.0)["data"]["result"]
+            if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+                raise TypeError("data.result is not a list of samples")
+        except (EvaluationError, KeyError, TypeError) as exc:
+            self.query_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EvaluationError) else str(exc)
+            return None
+        self.query_error = None
+        return result
 
     def stop_exporter(self) -> None:
         terminate(self.exporter)

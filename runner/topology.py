@@ -75,6 +75,13 @@ def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: Launch
     return tuple(specs)
 
 
+def node_specs(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettings,
+               custom_topologies: tuple[CustomTopology, ...] = ()) -> tuple[NodeSpec, ...]:
+    """The nodes of topology ``name`` (built-in, or one of the topology files), as the run launches them."""
+    custom = next((c for c in custom_topologies if c.name == name), None)
+    return build_custom(custom, topo_dir, s) if custom else build_topology(name, index, run_id, topo_dir, s)
+
+
 def build_custom(custom: CustomTopology, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
     """Node specs from a topology file: its argv lists with placeholders filled in."""
     specs = []
