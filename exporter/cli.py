@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
+import socket
+import socketserver
 import threading
 import time
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
@@ -42,7 +45,7 @@ def build_setup(a: argparse.Namespace) -> Setup:
     for node, url in status.items():
         if not url.startswith(HTTP_SCHEMES):
             raise UsageError(f"--status {node}={url}: expected an http:// or https:// URL")
-    if not a.status_interval_secs > 0:
+    if not 0 < a.status_interval_secs < math.inf:
         raise UsageError(f"--status-interval-secs {a.status_interval_secs}: must be positive")
     names = list(dict.fromkeys([*reports, *status, *pids]))
     thresholds = dict(get_profile(a.profile).thresholds) if a.profile else {}
@@ -66,39 +69,88 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status-interval-secs", type=float, default=2.0)
     p.add_argument("--report-settle-secs", type=float, default=3.0,
                    help="an invalid report unchanged this long is counted as an error (a slow writer needs more)")
+    p.add_argument("--connection-timeout-secs", type=float, default=CONNECTION_TIMEOUT_S,
+                   help="drop a connection that sends nothing for this long (others are served meanwhile)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
     return p
 
 
-def _serve(collector: SoakCollector, listen: str) -> None:
-    """Serve /metrics until SIGTERM or SIGINT."""
+# A connection that sends nothing (or half a request) for this long is dropped. Every
+# connection has its own thread, so a stalled client never delays a scrape; the timeout
+# only frees its thread. A scrape that takes longer than Prometheus's own timeout (10 s
+# default) is useless anyway.
+CONNECTION_TIMEOUT_S = 10.0
+# At most this many connections are served at once; more are closed at once (a client
+# opening thousands of stalled connections cannot exhaust threads or memory).
+MAX_CONNECTIONS = 64
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT_S  # StreamRequestHandler sets it on the socket
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per connection (daemon: SIGTERM never waits for a stalled client), capped."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that timed out or hung up is routine, not a traceback on stderr.
+        logging.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+def _serve(collector: SoakCollector, listen: str, connection_timeout_s: float = CONNECTION_TIMEOUT_S) -> None:
+    """Serve /metrics until SIGTERM or SIGINT (within a second)."""
     host, port = _listen(listen)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args: object) -> None:
-            return
-
+    handler = type("Handler", (_Handler,), {"timeout": connection_timeout_s})
     try:
-        server = make_server(host, port, make_wsgi_app(registry), handler_class=Quiet)
+        server = make_server(host, port, make_wsgi_app(registry), server_class=_Server, handler_class=handler)
     except OSError as exc:
         raise UsageError(f"--listen {listen}: {exc.strerror}") from exc
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     logging.info("serving http://%s:%d/metrics", host, server.server_port)
     stop.wait()
     server.shutdown()
+    server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
         a = _parser().parse_args(argv)
         _listen(a.listen)  # a bad flag fails before anything starts
-        if not a.report_settle_secs >= 0:
+        if not 0 <= a.report_settle_secs < math.inf:
             raise UsageError(f"--report-settle-secs {a.report_settle_secs}: must not be negative")
+        if not 0 < a.connection_timeout_secs < math.inf:
+            raise UsageError(f"--connection-timeout-secs {a.connection_timeout_secs}: must be positive")
         logging.basicConfig(level=a.log_level, format="%(asctime)s soak-exporter %(levelname)s %(message)s")
         collector = SoakCollector(build_setup(a), a.run_state, a.status_interval_secs, a.report_settle_secs)
         # Catch up on the history before serving, so no scrape (and its timeout) pays for it.
@@ -107,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.info("ingested existing reports in %.1fs", time.monotonic() - started)
         collector.start_status_poller()
         try:
-            _serve(collector, a.listen)
+            _serve(collector, a.listen, a.connection_timeout_secs)
         finally:
             collector.stop()
         return 0

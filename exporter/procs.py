@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
@@ -38,11 +38,18 @@ def proc_stats(pid: int | None) -> ProcStats:
 
 
 def read_pid(spec: str) -> int | None:
-    """A pid, or a pidfile holding one; None when the file is missing or malformed."""
+    """A pid, or a pidfile holding one; None when the file is missing, malformed or not a
+    regular file (opened without blocking: a FIFO in its place must not hang the scrape)."""
     text = spec
     if not spec.isdigit():
         try:
-            text = Path(spec).read_text().strip()
+            fd = os.open(spec, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                text = os.read(fd, 64).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
         except OSError:
             return None
     # pid 0 is the kernel's, never a node's: a pidfile holding 0 means "not running".
