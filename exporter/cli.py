@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 CONNECTION_TIMEOUT_S = 10.0
 # At most this many connections are served at once; more are closed at once (a client
 # opening thousands of stalled connections cannot exhaust threads or memory).
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
 
 
 class _Handler(WSGIRequestHandler):

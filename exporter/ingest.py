@@ -23,8 +23,10 @@ Cost does not grow with the run: when the directory's mtime moved (a file was cr
 next epoch numbers are probed by name; the directory is listed in full only on the first
 poll, when it moved and no expected name appeared (a gap, an index reset), or when it moved
 and the last full listing is ``FULL_LIST_S`` old (a stray file beside the expected one).
-Only pending files, the lowest-numbered file and the next file of a restarted numbering are
-stat'ed on other polls (a new node rewriting files in place does not move the directory).
+A full listing compares known files by inode (free), and stats them (mtime, size) only when
+the expected name did not appear. Only pending files, the lowest-numbered file and the next
+file of a restarted numbering are stat'ed on other polls (a new node rewriting files in
+place does not move the directory).
 """
 from __future__ import annotations
 
@@ -135,14 +137,17 @@ class ReportDir:
             return set()
         names = self._probe() if self._listed_mtime_ns is not None else set()
         if moved and (not names or self.clock() - self._full_listed_at >= FULL_LIST_S):
-            names = self._list()
+            # Without the expected name something else happened (a gap, a wipe, a restarted
+            # numbering): only then is every known file stat'ed for a changed mtime or size.
+            names = self._list(deep=not names)
             self._full_listed_at = self.clock()
         self._listed_mtime_ns = st.st_mtime_ns
         self._high = max([self._high, *(_index(n) for n in names)])
         return names
 
-    def _list(self) -> set[str]:
-        """Names that are new, or read before and changed since (by inode, mtime or size)."""
+    def _list(self, deep: bool) -> set[str]:
+        """Names that are new, or read before and changed since: by inode (free from the
+        listing), and when ``deep`` also by mtime and size (a stat each)."""
         names = set()
         with os.scandir(self.path) as it:
             for e in it:
@@ -153,7 +158,8 @@ class ReportDir:
                     names.add(e.name)
                 elif seen.ident is not None:
                     try:
-                        changed = e.inode() != seen.ident[1] or _ident(e.stat(follow_symlinks=False)) != seen.ident
+                        changed = e.inode() != seen.ident[1] or (
+                            deep and _ident(e.stat(follow_symlinks=False)) != seen.ident)
                     except OSError:
                         changed = False  # vanished under us: nothing to read
                     if changed:

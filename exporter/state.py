@@ -59,7 +59,7 @@ class OrderedSeries:
     of them arrives too late to be placed and is ignored here (it is still counted as read).
     """
 
-    WINDOW = 4096
+    WINDOW = 1024
 
     def __init__(self) -> None:
         self.keys: list[Key] = []

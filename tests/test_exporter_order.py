@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.collector import Setup, SoakCollector
 from exporter.procs import read_pid
 from exporter.reports import parse_document
+from exporter.state import OrderedSeries
 from soakcore.runstate import NodeState, RunState, write_run_state
 from tests.test_exporter_ingest import FIXTURES, Scraper, doc, scraper
 
@@ -255,3 +258,23 @@ def test_a_node_whose_folder_cannot_be_read_is_counted_and_the_others_are_served
     assert s.value("soak_exporter_scrape_error") == 0  # a folder not made yet is no failure
     assert s.value("soak_exporter_ingest_failures_total", node="bad") == 4
     assert s.value("soak_exporter_ingest_failures_total", node="good") == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_counters_are_the_same_whatever_order_reports_arrive_in_and_never_decrease(
+        values: list[int], rnd: Any) -> None:
+    """OrderedSeries: the drop count and banked counter depend on the set of reports only."""
+    def fill(order: list[int]) -> tuple[int, int, int]:
+        series, seen = OrderedSeries(), []
+        for epoch in order:
+            series.insert((0, epoch), values[epoch])
+            seen.append((series.drops, series.banked, series.value))
+        assert all(b[0] >= a[0] and b[1] >= a[1] and b[2] >= a[2] for a, b in zip(seen, seen[1:])), seen
+        return series.drops, series.banked, series.value
+    in_order = list(range(len(values)))
+    shuffled = in_order[:]
+    rnd.shuffle(shuffled)
+    expected_drops = sum(b < a for a, b in zip(values, values[1:]))
+    expected_banked = sum(a for a, b in zip(values, values[1:]) if b < a)
+    assert fill(in_order) == fill(shuffled) == (expected_drops, expected_banked, expected_banked + values[-1])
