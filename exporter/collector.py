@@ -73,6 +73,12 @@ def setup_from_run_state(rs: RunState) -> Setup:
                  tuple((c.node, c.action, c.phase, c.count) for c in rs.chaos_events))
 
 
+def _log_notes(node: str, view: NodeView) -> None:
+    for note in view.notes:
+        log.warning("%s: %s", node, note)
+    view.notes.clear()
+
+
 class SoakCollector(Collector):
     def __init__(self, setup: Setup, run_state: Path | None = None, status_interval_s: float = 2.0,
                  settle_s: float = 3.0) -> None:
@@ -158,6 +164,7 @@ class SoakCollector(Collector):
                     self.hashes.see_report(arrival.report)
                 for reason in errors:
                     view.count_error(reason)
+                _log_notes(node, view)
         return ok
 
     def poll_status_once(self) -> None:
@@ -172,7 +179,9 @@ class SoakCollector(Collector):
                 continue
             arrived_s = time.time()  # the poll's answer, on this machine's clock
             with self._lock:
-                self.views.setdefault(s.node, NodeView()).observe_status(report, arrived_s)
+                view = self.views.setdefault(s.node, NodeView())
+                view.observe_status(report, arrived_s)
+                _log_notes(s.node, view)
                 self.hashes.see_report(report)
 
     def start_status_poller(self) -> None:

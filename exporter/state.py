@@ -149,6 +149,7 @@ class NodeView:
     clock_steps: int = 0
     sequence_restarts: int = 0             # the node's report numbering started over
     ingest_failures: int = 0               # polls of the report folder that failed as a whole
+    notes: list[str] = field(default_factory=list)  # for the log, taken by the collector
 
     @property
     def regressions(self) -> int:
@@ -188,6 +189,8 @@ class NodeView:
         offset = r.observed_at_ms / 1000 - arrived_s
         if self.clock_offset_s is not None and abs(offset - self.clock_offset_s) > CLOCK_STEP_S:
             self.clock_steps += 1
+            self.notes.append(f"clock step: the node's time is {offset:+.1f}s from the reading's arrival here "
+                              f"(was {self.clock_offset_s:+.1f}s)")
         self.clock_offset_s = offset
 
     def _observe_gauges(self, r: Report, arrived_s: float) -> None:

@@ -108,7 +108,8 @@ def test_out_of_range_heights_and_reports_without_consensus_are_schema_errors_ke
 
 
 # -- 16.4: clocks ---------------------------------------------------------------------------
-def test_one_report_stamped_an_hour_ahead_is_a_clock_step_and_never_freezes_the_node(tmp_path: Path) -> None:
+def test_one_report_stamped_an_hour_ahead_is_a_clock_step_and_never_freezes_the_node(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = scraper({"n": tmp_path})
     for epoch in range(3):
         put(tmp_path, epoch, 10 + epoch)
@@ -126,6 +127,7 @@ def test_one_report_stamped_an_hour_ahead_is_a_clock_step_and_never_freezes_the_
     assert ahead == pytest.approx(3600)
     assert s.value("soak_report_clock_offset_seconds", node="n") == pytest.approx(0)
     assert s.value("soak_report_clock_steps_total", node="n") == 2  # an hour ahead, and back
+    assert "n: clock step: the node's time is +3600.0s from the reading's arrival here" in caplog.text
     assert s.value("soak_report_last_observed_timestamp_seconds", node="n") == BASE_S + 100
     # Progress and arrival on this machine's clock (file mtimes), not the node's.
     assert s.value("soak_consensus_last_progress_timestamp_seconds", node="n") == BASE_S + 100
