@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class FaultConfig:
     crash_code: int = 3
     partial_report: bool = False
     slow_write_ms: int = 0
+    last_error_at_sec: float | None = None
+    replication_down_at_sec: float | None = None
+    finality_delay_ms: int = 0
+
+    @classmethod
+    def from_opts(cls, o: dict[str, Any]) -> "FaultConfig":
+        """From parsed flags (``simulator.flags.SIM_FLAGS`` dests): ``fault_<field>``."""
+        return cls(**{f.name: o[f"fault_{f.name}"] for f in fields(cls)})
 
 
 def _due(at: float | None, elapsed: float) -> bool:
@@ -78,6 +86,12 @@ class Faults:
 
     def invariant_broken(self, elapsed: float) -> bool:
         return _due(self.cfg.invariant_at_sec, elapsed)
+
+    def last_error(self, elapsed: float) -> str | None:
+        return "fault: injected runtime error" if _due(self.cfg.last_error_at_sec, elapsed) else None
+
+    def replication_down(self, elapsed: float) -> bool:
+        return _due(self.cfg.replication_down_at_sec, elapsed)
 
     def distfs_failure(self) -> str | None:
         if self.cfg.distfs_fail_ratio and self.rng.random() < self.cfg.distfs_fail_ratio:

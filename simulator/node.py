@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,34 @@ class Persisted:
     distfs: Counters = field(default_factory=Counters)
 
 
+# Peer discovery like the real node's: whoever gossips to us is remembered (and answered) for
+# PEER_TTL_MS after its last datagram, at most MAX_LEARNED_PEERS of them (FORMATS.md).
+MAX_LEARNED_PEERS = 1024
+PEER_TTL_MS = 10 * 60 * 1000
+FINALITY_SAMPLES = 64
+
+
+@dataclass
+class Traffic:
+    """UDP gossip payload totals of this process (G2 ``traffic.udp_gossip``)."""
+
+    in_datagrams: int = 0
+    in_bytes: int = 0
+    out_datagrams: int = 0
+    out_bytes: int = 0
+
+
 class Node:
-    def __init__(self, node_id: str, role: str, world_id: str, bind: Addr, peers: list[Addr],
-                 state_dir: Path, faults: Faults, seed: int, can_fork: bool = True) -> None:
+    """``bind`` is this node's own UDP gossip address (None: no gossip at all); ``peers`` the
+    addresses it was given. Others are learned from the datagrams that reach it."""
+
+    def __init__(self, node_id: str, role: str, world_id: str, bind: Addr | None, peers: list[Addr],
+                 state_dir: Path, faults: Faults, seed: int, can_fork: bool = True,
+                 store_root: Path | None = None, bind_flag: str = "gossip bind") -> None:
         self.node_id, self.role, self.world_id = node_id, role, world_id
-        self.peers = [p for p in peers if p != bind]
+        self.bind = bind
+        self.peers = list(dict.fromkeys(p for p in peers if p != bind))   # static, never forgotten
+        self.learned: dict[Addr, int] = {}                                 # address -> last datagram (ms)
         self.faults = faults
         self.state_path = state_dir / f"sim-state-{node_id}.json"
         self.state = self._load()
@@ -57,16 +81,21 @@ class Node:
         self.last_error: str | None = None
         self.forked_at: int | None = None
         self.can_fork = can_fork
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind(bind)
-        except OSError as exc:
-            self.sock.close()
-            raise SoakError(f"--bind {bind[0]}:{bind[1]} ({node_id}): {exc.strerror}") from exc
-        self.sock.setblocking(False)
-        self.store = BlobStore(state_dir / "output" / "node-distfs" / node_id / "store", seed) \
-            if role == "storage" else None
-        self.challenges_per_tick = 1
+        self.proposal_opened_ms: int | None = None
+        self.finality_ms: deque[int] = deque(maxlen=FINALITY_SAMPLES)
+        self.traffic = Traffic()
+        self.sock: socket.socket | None = None
+        if bind is not None:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self.sock.bind(bind)
+            except OSError as exc:
+                self.sock.close()
+                raise SoakError(f"{bind_flag} {bind[0]}:{bind[1]} ({node_id}): {exc.strerror}") from exc
+            self.sock.setblocking(False)
+        root = store_root or state_dir / "output" / "node-distfs" / node_id / "store"
+        self.store = BlobStore(root, seed) if role == "storage" else None
+        self.base_challenges_per_tick = self.challenges_per_tick = 1
         self.last_tick = TickChallenges()
 
     def _load(self) -> Persisted:
@@ -95,13 +124,14 @@ class Node:
         return max([self.committed_height, *(h.height for h in self.heads.values())])
 
     def tick(self, now_ms: int, elapsed: float) -> None:
+        self.last_error = self.faults.last_error(elapsed) or self.last_error
         self.receive(now_ms, elapsed)
         if self.faults.regressed(elapsed) and not self.state.regressed:
             self.state.regressed = True
         if self.can_fork and self.faults.forked(elapsed) and self.forked_at is None:
             self.forked_at = max(1, self.state.committed_height)
         if self.role == "sequencer" and not self.faults.stalled(elapsed):
-            self._commit(self.state.committed_height + 1, now_ms)
+            self._propose(now_ms)
         if self.store is not None:
             self.run_challenges(now_ms)
         self.state.tick_count += 1
@@ -109,46 +139,83 @@ class Node:
         self.persist()
         self.broadcast()
 
+    def _propose(self, now_ms: int) -> None:
+        """One proposal open at a time; it commits on a later tick, once it has been open for
+        the finality-delay fault's time (so latency and block rate change for real)."""
+        opened = self.proposal_opened_ms
+        if opened is None:
+            self.proposal_opened_ms = now_ms
+            return
+        if now_ms - opened < self.faults.cfg.finality_delay_ms:
+            return
+        self.finality_ms.append(now_ms - opened)
+        self._commit(self.state.committed_height + 1, now_ms)
+        self.proposal_opened_ms = now_ms
+
     def _commit(self, height: int, now_ms: int) -> None:
         self.state.committed_height = height
         self.state.last_committed_at_ms = now_ms
         self.last_status = "Committed"
 
     def receive(self, now_ms: int, elapsed: float) -> None:
+        if self.sock is None:
+            return
         while True:
             try:
                 data, sender = self.sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 # A dead peer's ECONNREFUSED from an earlier send surfaces here: tolerated.
                 if exc.errno != errno.ECONNREFUSED:
                     self.last_error = f"recv: {exc.strerror}"
                 continue
+            self.traffic.in_datagrams += 1
+            self.traffic.in_bytes += len(data)
             try:
                 msg = json.loads(data)
                 head = PeerHead(str(msg["id"]), int(msg["h"]), str(msg["hash"]), int(msg["at"]))
             except (ValueError, KeyError, TypeError):
                 continue
             self.heads[head.node_id] = head
-            if sender not in self.peers:
-                # Like the real node's peer discovery: whoever gossips to us gets our heads back.
-                self.peers.append(sender)
+            self.learn(sender[:2], now_ms)
             # Followers commit what the sequencer has committed and they actually received.
             if (self.role != "sequencer" and msg.get("role") == "sequencer"
                     and head.height > self.state.committed_height and not self.faults.stalled(elapsed)):
+                self.finality_ms.append(max(0, now_ms - head.committed_at_ms))
                 self._commit(head.height, now_ms)
+        self.forget(now_ms)
+
+    def learn(self, sender: Addr, now_ms: int) -> None:
+        """Remember whoever gossips to us (the real node's discovery: a star still works)."""
+        if sender in self.peers or sender == self.bind:
+            return
+        if sender not in self.learned and len(self.learned) >= MAX_LEARNED_PEERS:
+            del self.learned[min(self.learned, key=self.learned.__getitem__)]
+        self.learned[sender] = now_ms
+
+    def forget(self, now_ms: int) -> None:
+        for addr in [a for a, seen in self.learned.items() if now_ms - seen > PEER_TTL_MS]:
+            del self.learned[addr]
+
+    def targets(self) -> list[Addr]:
+        return [*self.peers, *self.learned]
 
     def broadcast(self) -> None:
+        if self.sock is None:
+            return
         height = self.committed_height
         msg = json.dumps({"id": self.node_id, "role": self.role, "h": height,
                           "hash": self.own_hash(height) or "", "at": self.state.last_committed_at_ms}).encode()
-        for peer in self.peers:
+        for peer in self.targets():
             try:
                 self.sock.sendto(msg, peer)
             except OSError as exc:  # nftables drop gives EPERM; a dead peer ECONNREFUSED
                 if exc.errno not in (errno.EPERM, errno.ECONNREFUSED, errno.EAGAIN):
                     self.last_error = f"send: {exc.strerror}"
+                continue
+            self.traffic.out_datagrams += 1
+            self.traffic.out_bytes += len(msg)
 
     def run_challenges(self, now_ms: int) -> None:
         assert self.store is not None
@@ -175,4 +242,5 @@ class Node:
 
     def close(self) -> None:
         self.persist()
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()

@@ -143,9 +143,8 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
     }
 
 
-def write_report(report_dir: Path, doc: dict[str, Any], partial: bool, slow_ms: int) -> Path:
+def write_report(path: Path, doc: dict[str, Any], partial: bool, slow_ms: int) -> Path:
     """Plain write like the real node (a reader may see a partial file)."""
-    path = report_dir / f"epoch-{doc['settlement_report']['epoch_index']}.json"
     text = json.dumps(doc, indent=2).encode()
     with open(path, "wb") as fh:
         if partial or slow_ms:

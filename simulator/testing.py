@@ -97,8 +97,9 @@ def triad_distributed(root: Path, node_id: str, extra: dict[str, list[str]] | No
     """Three processes, one per role, gossiping over UDP on free loopback ports (not started)."""
     ports = {role: free_port() for role in ROLES}
     peers = [a for role in ROLES for a in (f"--triad-{role}-gossip", f"127.0.0.1:{ports[role]}")]
+    # Each process binds its own role's gossip address; --bind is the viewer's TCP port.
     return {role: SimProcess(role, root, [*COMMON, "--topology", "triad_distributed", "--node-role", role,
-                                          "--node-id", node_id, "--bind", f"127.0.0.1:{ports[role]}", *peers,
+                                          "--node-id", node_id, "--bind", f"127.0.0.1:{free_port()}", *peers,
                                           *(extra or {}).get(role, [])], ports[role])
             for role in ROLES}
 
@@ -106,8 +107,8 @@ def triad_distributed(root: Path, node_id: str, extra: dict[str, list[str]] | No
 def triad(root: Path, name: str, extra: list[str]) -> SimProcess:
     """One process with three embedded nodes on gossip ports P, P+1, P+2 (not started)."""
     port = free_udp_block(3)
-    return SimProcess(name, root, [*COMMON, "--topology", "triad", "--node-id", name,
-                                   "--bind", f"127.0.0.1:{port}", *extra], port)
+    return SimProcess(name, root, [*COMMON, "--topology", "triad", "--node-id", name, "--bind",
+                                   f"127.0.0.1:{free_port()}", "--triad-gossip-base-port", str(port), *extra], port)
 
 
 def free_udp_block(n: int) -> int:
@@ -140,3 +141,31 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
+    """A port P in [lo, hi] with P..P+n-1 free for both UDP and TCP right now (tests pick from a
+    fixed range below the ephemeral one, so a free_port() user elsewhere cannot take them)."""
+    start = lo + (os.getpid() * 37) % max(1, hi - lo - n)
+    for offset in range(0, hi - lo - n + 1):
+        base = lo + (start - lo + offset) % (hi - lo - n + 1)
+        if any(base + i in _HANDED_OUT for i in range(n)):
+            continue   # given to an earlier caller that may not have bound it yet
+        socks = []
+        try:
+            for i in range(n):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", base + i))
+            _HANDED_OUT.update(range(base, base + n))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports in {lo}-{hi}")
+
+
+_HANDED_OUT: set[int] = set()

@@ -15,7 +15,8 @@ from simulator.schema import report_problems, status_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = ["triad_p2p_bootstrap", "--topology", "triad_distributed", "--node-role", "storage", "--node-id", "n",
-         "--bind", "127.0.0.1:1", "--triad-sequencer-gossip", "127.0.0.1:2", "--no-llm"]
+         "--bind", "127.0.0.1:1", "--triad-sequencer-gossip", "127.0.0.1:2", "--triad-storage-gossip", "127.0.0.1:3",
+         "--no-llm"]
 
 
 def run_sim(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -24,24 +25,29 @@ def run_sim(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("args, message", [
-    ([*VALID, "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    ([*VALID, "--fault-leak", "5"], "unrecognized arguments: --fault-leak"),
-    ([*VALID[:-3], "--triad-sequencer-gossip", "localhost"], "expected host:port"),
-    ([*VALID, "--bind", "127.0.0.1:99999"], "expected host:port"),
-    ([*VALID, "--node-tick-ms", "fast"], "--node-tick-ms: expected a number"),
-    ([*VALID, "--topology", "ring"], "invalid choice: 'ring'"),
-    ([*VALID, "--fault-distfs-fail-reason", "BAD"], "invalid choice: 'BAD'"),
+    ([*VALID, "--no-such-flag"], "unexpected argument: --no-such-flag"),
+    ([*VALID, "--fault-leak", "5"], "unexpected argument: --fault-leak"),
+    ([*VALID[:-5], "--triad-sequencer-gossip", "localhost:2", *VALID[-3:]],
+     "--triad-sequencer-gossip requires a valid <addr:port>, got: localhost:2"),
+    ([*VALID, "--triad-storage-gossip", "127.0.0.1:99999"], "--triad-storage-gossip requires a valid <addr:port>"),
+    ([*VALID, "--node-tick-ms", "fast"], "--node-tick-ms requires a positive integer"),
+    ([*VALID, "--topology", "ring"], "--topology must be one of: single, triad, triad_distributed"),
+    ([*VALID, "--fault-distfs-fail-reason", "BAD"], "--fault-distfs-fail-reason: must be one of"),
     ([*VALID, "--fault-distfs-fail-ratio", "1.5"], "--fault-distfs-fail-ratio: must be within 0..1"),
-    ([*VALID, "--fault-distfs-fail-ratio", "nan"], "--fault-distfs-fail-ratio: must be within 0..1"),
+    ([*VALID, "--fault-distfs-fail-ratio", "nan"], "--fault-distfs-fail-ratio: must be a finite number"),
     ([*VALID, "--fault-crash-code", "0"], "--fault-crash-code: must be an exit code 1..255"),
     ([*VALID, "--node-id", "../up"], "invalid node id '../up'"),
-    ([*VALID, "--reward-runtime-enable"], "--reward-runtime-enable needs --reward-runtime-report-dir"),
-    (VALID[:3] + VALID[5:], "--node-role is required"),
+    ([*VALID, "--reward-runtime-epoch-duration-secs", "0.5"],
+     "--reward-runtime-epoch-duration-secs requires a positive integer"),
+    (VALID[:9] + VALID[11:], "--topology triad_distributed with --node-role storage requires --triad-sequencer-gossip"),
 ])
-def test_a_bad_flag_exits_2_at_once_naming_the_problem(args: list[str], message: str, tmp_path: Path) -> None:
+def test_a_bad_flag_exits_1_at_once_with_the_real_nodes_line_and_the_help(args: list[str], message: str,
+                                                                          tmp_path: Path) -> None:
     res = run_sim(args, tmp_path)
-    assert res.returncode == 2, res.stderr
-    assert message in res.stderr
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines() == [message] or message in res.stderr.strip()
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert res.stdout.startswith("Usage: world_viewer_live")
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
@@ -49,9 +55,11 @@ def test_a_gossip_port_in_use_exits_1_naming_the_flag_and_port(tmp_path: Path) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        res = run_sim([*VALID, "--bind", f"127.0.0.1:{port}"], tmp_path)
+        args = [*VALID[:-3], "--triad-storage-gossip", f"127.0.0.1:{port}", "--no-llm"]
+        res = run_sim(args, tmp_path)
     assert res.returncode == 1
-    assert f"soak-sim: error: --bind 127.0.0.1:{port} (n-storage): Address already in use" in res.stderr
+    assert f"soak-sim: error: --triad-storage-gossip 127.0.0.1:{port} (n-storage): Address already in use" \
+        in res.stderr
 
 
 def load(examples_dir: Path, name: str) -> dict:
