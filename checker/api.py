@@ -100,6 +100,8 @@ class RunMeta:
     topologies: tuple[TopologyMeta, ...] = ()
     aborted: bool = False
     prometheus_url: str | None = None
+    # What the verdict should say beyond the gates (damaged saved data, ...).
+    notes: tuple[str, ...] = ()
 
 
 def step_for(since: float, until: float) -> float:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
-import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime
+import urllib.parse
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from alerts.profiles import PROFILES, get_profile
 from checker.api import RunMeta, TopologyVerdict, describe_runs, evaluate_window, runs_in_window
 from checker.report import iso, write_reports
+from checker.tsdb import open_saved
 from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
-from soakcore.services import start_prometheus
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -29,32 +30,55 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_time(text: str, now: float, flag: str) -> float:
-    """``30m`` (ago), an RFC3339 time, or unix seconds."""
-    if m := DURATION.match(text):
-        return now - float(m.group(1)) * UNITS[m.group(2)]
+    """``30m`` (ago), an RFC3339 time, or unix seconds; a finite time after 1970, else exit 2."""
+    if m := DURATION.match(text.strip()):
+        at = now - float(m.group(1)) * UNITS[m.group(2)]
+    else:
+        try:
+            at = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
+                at = parsed.timestamp()
+            except (ValueError, OverflowError, OSError):
+                raise UsageError(f"{flag} {text!r}: expected a duration like 30m, an RFC3339 time or unix seconds") from None
+    if not math.isfinite(at) or at <= 0:
+        raise UsageError(f"{flag} {text!r}: not a time after 1970 (NaN, infinite, negative or too far back)")
+    return at
+
+
+def check_url(url: str) -> str:
+    """``--prometheus``: an http(s) URL with a host; a bare ``host:port`` gets a suggestion."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        hint = f"; did you mean http://{url.strip()}" if url.strip() and "://" not in url else ""
+        raise UsageError(f"--prometheus {url!r}: expected an http:// or https:// URL{hint}")
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected a duration like 30m, an RFC3339 time or unix seconds") from None
+        parsed.port
+    except ValueError as exc:
+        raise UsageError(f"--prometheus {url!r}: {exc}") from None
+    return url.strip()
 
 
 Window = tuple[str | None, float, float]  # (topology or None for all, since, until)
 
 
 def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str | None, out: Path, *,
-          run_dir: Path | None = None, scenario: str = "unknown", seed: int | None = None) -> int:
+          run_dir: Path | None = None, scenario: str = "unknown", seed: int | None = None,
+          notes: tuple[str, ...] = ()) -> int:
     """Judge each window (every topology in it), write the outputs, return the exit code.
     Nothing to judge is never a pass: exit 3 naming what was looked for and what was found."""
+    for note in notes:
+        print(f"soak-check: warning: {note}", file=sys.stderr)
     explicit = get_profile(profile_name) if profile_name else None
     verdicts = [v for topology, since, until in windows
                 for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit)]
     if not verdicts:
-        raise EvaluationError(_nothing_found(url, windows, run_id))
-    meta = RunMeta(run_dir=run_dir, profile=verdicts[0].profile, scenario=scenario, prometheus_url=url, seed=seed)
+        raise EvaluationError(_nothing_found(url, windows, run_id) + "".join(f"; {n}" for n in notes))
+    meta = RunMeta(run_dir=run_dir, profile=verdicts[0].profile, scenario=scenario, prometheus_url=url, seed=seed,
+                   notes=notes)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
     print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")
@@ -106,11 +130,12 @@ def main(argv: list[str] | None = None) -> None:
         crash_log_dir(a.out)
         if not a.prometheus or not a.since:
             raise UsageError("--prometheus and --since are required (or --run-dir)")
+        url = check_url(a.prometheus)
         since = parse_time(a.since, now, "--since")
         until = parse_time(a.until, now, "--until") if a.until else now
         if until <= since:
             raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
-        return judge(a.prometheus, [(a.topology, since, until)], a.run_id, a.profile, a.out or Path("."))
+        return judge(url, [(a.topology, since, until)], a.run_id, a.profile, a.out or Path("."))
     run_cli("soak-check", body)
 
 
@@ -147,6 +172,9 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path, topology: str |
         raise InputError(path, "(file)", f"cannot read: {exc}") from exc
     if not isinstance(cfg, dict):
         raise InputError(path, "(top level)", "expected a JSON object")
+    for key in ("run_id", "profile"):
+        if cfg.get(key) is not None and not isinstance(cfg.get(key), str):
+            raise InputError(path, key, f"expected a string, not {cfg.get(key)!r}")
     tsdb = run_dir / "prometheus"
     if not tsdb.is_dir():
         raise UsageError(f"{tsdb}: no saved TSDB in this run directory")
@@ -158,16 +186,10 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path, topology: str |
             raise UsageError(f"--topology {topology!r}: not in {path} (topologies: {', '.join(str(w[0]) for w in windows)})")
         windows = [w for w in windows if w[0] == topology]
     launch = cfg.get("launch") if isinstance(cfg.get("launch"), dict) else {}
-    with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp:
-        copy = Path(tmp) / "data"
-        shutil.copytree(tsdb, copy, ignore=shutil.ignore_patterns("lock"))
-        (Path(tmp) / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-        # Unlimited retention: an archived run older than the default 15 days must not be
-        # deleted from the copy before it is judged.
-        with start_prometheus(Path(tmp) / "prometheus.yml", copy,
-                              extra_args=("--storage.tsdb.retention.time=100y",)) as prom:
-            return judge(prom.url, windows, cfg.get("run_id"), profile or cfg.get("profile"), out,
-                         run_dir=run_dir, scenario=str(launch.get("scenario", "unknown")), seed=cfg.get("seed"))
+    with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp, open_saved(tsdb, Path(tmp)) as (prom, notes):
+        return judge(prom.url, windows, cfg.get("run_id"), profile or cfg.get("profile"), out,
+                     run_dir=run_dir, scenario=str(launch.get("scenario", "unknown")), seed=cfg.get("seed"),
+                     notes=tuple(notes))
 
 
 def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float]]:
@@ -176,7 +198,7 @@ def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float
     windows = cfg.get("windows")
     try:
         if isinstance(windows, dict) and windows:
-            return {str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}
+            return _finite({str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}, path, "windows")
         entries: Any = cfg.get("topologies") or []
         found = {str(t["name"]): (float(t["started_at"]), float(t["ended_at"])) for t in entries}
     except (TypeError, ValueError, KeyError, IndexError) as exc:
@@ -184,4 +206,11 @@ def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float
                          f"[{{name, started_at, ended_at}}] with unix seconds ({exc!r})") from exc
     if not found:
         raise InputError(path, "windows", "missing (the run did not finish a topology)")
+    return _finite(found, path, "topologies")
+
+
+def _finite(found: dict[str, tuple[float, float]], path: Path, field: str) -> dict[str, tuple[float, float]]:
+    for name, (since, until) in found.items():
+        if not (math.isfinite(since) and math.isfinite(until) and 0 < since < until):
+            raise InputError(path, f"{field}.{name}", f"window {since!r}..{until!r} is not a finite time span")
     return found

@@ -96,7 +96,7 @@ def summary(verdicts: Sequence[TopologyVerdict], meta: RunMeta) -> dict[str, Any
                    "alerts_fired_total": sum(len(t["alerts_fired"]) for t in tops)},
         "gate_failures": [{"topology": t["topology"], "reason": note} for t in tops
                           if t["status"] != "ok" for note in (t["metric_gate"]["notes"] or [t["process_status"]])],
-        "topologies": tops, "overall_status": overall,
+        "topologies": tops, "overall_status": overall, "notes": list(meta.notes),
         "gates": _worst_gates(tops),
         "alerts_fired": [{"topology": t["topology"], **a} for t in tops for a in t["alerts_fired"]],
         "disagreements": [{"topology": t["topology"], "reason": d} for t in tops for d in t["disagreements"]],
@@ -140,6 +140,8 @@ def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunM
 def _markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Soak verdict: **{doc['overall_status'].upper()}**", "",
              f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir'] or '-'}`", ""]
+    if doc["notes"]:
+        lines += [f"- note: {n}" for n in doc["notes"]] + [""]
     for t in doc["topologies"]:
         lines += [f"## {t['topology']}: {t['status'].upper()} (gates: {t['metric_gate']['status']}, "
                   f"process: {t['process_status']})", "",

@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 from xml.etree import ElementTree as ET
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import checker.cli
 from alerts.gates import GATES, Gate
 from alerts.profiles import get_profile
 from checker.api import GateResult, RunMeta, TopologyVerdict
 from checker.cli import main
+from checker.promapi import Prom
 from checker.report import write_reports
 from checker.testing import Fault, History, backfill
+from soakcore.errors import EvaluationError
 from soakcore.services import Service, start_prometheus
 
 START = 1767225600.0          # 2026-01-01T00:00:00Z
@@ -205,3 +212,227 @@ def test_re_judging_refuses_flags_it_would_ignore_or_that_would_overwrite_the_ru
     assert code == 2, err
     assert one_line(err).startswith("soak-check: error:") and extra[0] in err
     assert sorted(p.name for p in run_dir.iterdir()) == ["prometheus", "run_config.json"]
+
+
+# 4. Fails cleanly -----------------------------------------------------------------------
+
+class Answers:
+    """A tiny real HTTP server on 127.0.0.1 that answers every request with one body."""
+
+    def __init__(self) -> None:
+        self.status, self.body, self.extra_length, self.content_type = 200, b"", 0, "application/json"
+        answers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                self.send_response(answers.status)
+                self.send_header("Content-Type", answers.content_type)
+                self.send_header("Content-Length", str(len(answers.body) + answers.extra_length))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(answers.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, body: bytes, status: int = 200, extra_length: int = 0, content_type: str = "application/json") -> None:
+        self.status, self.body, self.extra_length, self.content_type = status, body, extra_length, content_type
+
+
+@pytest.fixture(scope="module")
+def answers() -> Iterator[Answers]:
+    server = Answers()
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+RUN_INFO = {"metric": {"run_id": "r", "topology": "triad", "profile": "soak_smoke"}, "value": [UNTIL, "1"]}
+NOT_PROMETHEUS = {
+    "data without result": (b'{"status":"success","data":{}}', 200, 0),
+    "matrix for an instant query": (b'{"status":"success","data":{"resultType":"matrix","result":[]}}', 200, 0),
+    "string result type": (b'{"status":"success","data":{"resultType":"string","result":[1,"x"]}}', 200, 0),
+    "non-numeric value": (json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {**RUN_INFO, "value": [UNTIL, "lots"]}]}}).encode(), 200, 0),
+    "labels not strings": (json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"run_id": 5}, "value": [UNTIL, "1"]}]}}).encode(), 200, 0),
+    "html page": (b"<!doctype html><html><body>Sign in</body></html>", 200, 0),
+    "truncated body": (b'{"status":"success","data":{"resultType":"vec', 200, 500),
+    "http 500 text": (b"internal server error", 500, 0),
+    "http 503 json error": (b'{"status":"error","errorType":"unavailable","error":"too busy"}', 503, 0),
+    "json list": (b"[]", 200, 0),
+    "json null": (b"null", 200, 0),
+    "empty body": (b"", 200, 0),
+    "deeply nested": (b"[" * 100_000 + b"]" * 100_000, 200, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PROMETHEUS))
+def test_an_answer_that_is_not_what_prometheus_sends_exits_3_with_one_line(
+        case: str, answers: Answers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body, status, extra = NOT_PROMETHEUS[case]
+    answers.serve(body, status, extra)
+    code, _, err = cli(capsys, "--prometheus", answers.url, "--since", str(START), "--until", str(UNTIL),
+                       "--out", str(tmp_path), "--no-wait")
+    line = one_line(err)
+    assert code == 3, err
+    assert line.startswith("soak-check: error: Prometheus " + answers.url), line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_valid_run_list_followed_by_bad_answers_still_exits_3(
+        answers: Answers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Discovery succeeds (a run is there), then the same vector comes back for range queries.
+    answers.serve(json.dumps({"status": "success", "data": {"resultType": "vector", "result": [RUN_INFO]}}).encode())
+    code, _, err = cli(capsys, "--prometheus", answers.url, "--since", str(START), "--until", str(UNTIL),
+                       "--out", str(tmp_path), "--no-wait")
+    assert code == 3, err
+    assert "resultType 'vector' where a range query gives matrix" in one_line(err)
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--since", "nan"), ("--since", "inf"), ("--since", "-inf"), ("--since", "-5"), ("--since", "1e400"),
+    ("--since", "0"), ("--since", "99999999999d"), ("--until", "nan"), ("--until", "infinity"),
+    ("--since", "0001-01-01T00:00:00Z"),
+])
+def test_a_time_that_is_not_a_time_exits_2(flag: str, value: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    args = {"--prometheus": "http://127.0.0.1:1", "--since": str(START), "--until": str(UNTIL), flag: value}
+    code, _, err = cli(capsys, *(f"{k}={v}" for k, v in args.items()), "--out", str(tmp_path))
+    assert code == 2, err
+    assert one_line(err).startswith(f"soak-check: error: {flag} ")
+
+
+@pytest.mark.parametrize(("url", "hint"), [
+    ("127.0.0.1:9090", "http://127.0.0.1:9090"), ("localhost:9090", "http://localhost:9090"),
+    ("prometheus", "http://prometheus"), ("ftp://host/", ""), ("http://", ""), ("http://host:port", ""),
+])
+def test_a_prometheus_url_without_http_exits_2_suggesting_it(url: str, hint: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "--prometheus", url, "--since", "30m", "--out", str(tmp_path))
+    assert code == 2, err
+    line = one_line(err)
+    assert line.startswith("soak-check: error: --prometheus") and hint in line
+
+
+
+def _two_block_run(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A run folder whose TSDB holds the run's block and an older, unrelated one."""
+    run_dir = tmp_path / "run"
+    backfill([History("fine", "triad", ("triad",), START, 300.0),
+              History("older", "triad", ("triad",), START - 6 * 3600, 300.0)], run_dir / "prometheus")
+    blocks = {json.loads((b / "meta.json").read_text())["minTime"] / 1000: b
+              for b in (run_dir / "prometheus").iterdir() if (b / "meta.json").exists()}
+    (run_dir / "run_config.json").write_text(json.dumps({"run_id": "fine", "windows": {"triad": [START, START + 300]}}))
+    return run_dir, blocks[START], blocks[START - 6 * 3600]
+
+
+@pytest.mark.parametrize("damage", ["meta", "chunks"])
+def test_a_damaged_tsdb_block_is_reported_in_the_verdict_and_on_stderr(
+        damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, _, older = _two_block_run(tmp_path)
+    if damage == "meta":     # Prometheus would skip this block with a log line only
+        (older / "meta.json").write_text("{ not json")
+    else:                    # overwritten with something else
+        (older / "chunks" / "000001").write_bytes(b"\0" * 64)
+    code, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert f"soak-check: warning: TSDB block {older.name} is damaged" in err
+    notes = json.loads((tmp_path / "out" / "summary.json").read_text())["notes"]
+    assert any(older.name in n for n in notes)
+    assert older.name in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_tsdb_block_prometheus_rejects_is_dropped_and_reported(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, _, older = _two_block_run(tmp_path)
+    index = bytearray((older / "index").read_bytes())
+    index[-8] ^= 0xFF          # the table of contents' checksum: only Prometheus sees it
+    (older / "index").write_bytes(bytes(index))
+    code, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert f"TSDB block {older.name} rejected by Prometheus" in err
+
+
+def test_a_run_whose_only_block_is_damaged_exits_3_naming_it(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, block, _ = _two_block_run(tmp_path)
+    (block / "meta.json").write_text("")
+    code, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"))
+    assert code == 3, err
+    assert "nothing to judge" in err and block.name in err and "damaged" in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+# Any answer at all: a clean EvaluationError (exit 3 from the CLI) or a valid parse --------
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     max_leaves=12)
+_number_text = st.sampled_from(["1", "0", "-2.5", "NaN", "+Inf", "-Inf", "1e308", "x", "", "0x10", " 1 "])
+_sample = st.lists(st.one_of(st.floats(), st.integers(), _number_text, _json), min_size=0, max_size=3)
+_series = st.fixed_dictionaries({"metric": st.one_of(st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3), _json)},
+                                optional={"value": _sample, "values": st.lists(_sample, max_size=3) | _json})
+_near_prometheus = st.fixed_dictionaries({
+    "status": st.sampled_from(["success", "error", "", None]),
+    "data": st.one_of(st.fixed_dictionaries({
+        "resultType": st.sampled_from(["vector", "matrix", "scalar", "string", None, 3]),
+        "result": st.one_of(st.lists(_series, max_size=3), _sample, _json)}), _json),
+}, optional={"errorType": _json, "error": _json, "warnings": _json})
+_bodies = st.one_of(
+    st.binary(max_size=200),
+    _json.map(lambda v: json.dumps(v).encode()),
+    _near_prometheus.map(lambda v: json.dumps(v).encode()),
+    _near_prometheus.map(lambda v: json.dumps(v).encode()[: len(json.dumps(v)) // 2]),
+)
+_answers = st.tuples(_bodies, st.sampled_from([200, 200, 200, 204, 400, 404, 422, 500, 503]),
+                     st.sampled_from([0, 0, 0, 7]))
+FUZZ = settings(max_examples=int(os.environ.get("SOAK_FUZZ_EXAMPLES", "250")), deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@FUZZ
+@given(answer=_answers)
+def test_fuzz_any_http_answer_is_a_clean_evaluation_error_or_a_valid_parse(answers: Answers,
+                                                                          answer: tuple[bytes, int, int]) -> None:
+    body, status, extra = answer
+    answers.serve(body, status, extra)
+    prom = Prom(answers.url, timeout=5)
+    try:
+        rows = prom.instant("up", UNTIL)
+        assert all(isinstance(lab, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in lab.items())
+                   and isinstance(value, float) for lab, value in rows)
+    except EvaluationError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
+    try:
+        series = prom.range("up", START, UNTIL, 15)
+        assert all(isinstance(lab, dict) and all(isinstance(t, float) and math.isfinite(t) and isinstance(v, float)
+                                                 for t, v in points) for lab, points in series)
+    except EvaluationError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
+    try:
+        assert prom.version() is None or isinstance(prom.version(), str)
+    except EvaluationError:
+        pass
+    assert 0 < prom.evaluation_interval() <= 3600     # a hint only: never raises
+
+
+@FUZZ
+@given(answer=_answers)
+def test_fuzz_soak_check_on_any_constant_http_answer_exits_3_with_one_line(
+        answers: Answers, tmp_path: Path, capsys: pytest.CaptureFixture[str], answer: tuple[bytes, int, int]) -> None:
+    # One answer for every query can never be a whole soak (an instant vector and a range
+    # matrix cannot both come back), so the only right outcome is exit 3.
+    body, status, extra = answer
+    answers.serve(body, status, extra)
+    code, _, err = cli(capsys, "--prometheus", answers.url, "--since", str(START), "--until", str(UNTIL),
+                       "--out", str(tmp_path / "out"), "--no-wait")
+    assert code == 3, err
+    assert one_line(err).startswith("soak-check: error:"), err
