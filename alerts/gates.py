@@ -122,9 +122,13 @@ def grace_text(actions: tuple[str, ...]) -> str:
 
 
 def _lag_outside_chaos() -> str:
-    # Samples taken during a fault window (plus grace) are left out of the p95 itself, so a
-    # long pause does not poison the next five minutes.
-    lag = "soak_consensus_network_committed_height - soak_consensus_committed_height"
+    # The larger of the node's own view (network minus committed height) and the view from
+    # outside (blocks behind the topology's highest node: a node cut off from everyone does
+    # not know it lags). Samples taken during the node's own fault window (plus grace) are
+    # left out of the p95 itself, so a long pause does not poison the next five minutes.
+    own = "soak_consensus_network_committed_height - soak_consensus_committed_height"
+    lag = (f'max by ({NODE}) (label_replace({own}, "view", "own", "", "") or '
+           f'label_replace(soak_consensus_height_behind_topology, "view", "outside", "", ""))')
     return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN)})[{WINDOW}:10s])"
 
 
@@ -156,8 +160,8 @@ GATES: tuple[Gate, ...] = (
     Gate(name="consensus_lag_high", alert="SoakConsensusLagHigh", severity="critical", measure=_lag_outside_chaos(),
          data="soak_consensus_network_committed_height", threshold_key="max_lag_p95", for_="30s", exempt=DOWN,
          summary="Consensus lag p95 high on {{ $labels.node }}",
-         description="p95 of network-committed minus committed height on {{ $labels.node }} over 5m is "
-                     "{{ $value | printf \"%.1f\" }} blocks.",
+         description="p95 over 5m of how far {{ $labels.node }} is behind (its own view, or the topology's "
+                     "highest node as the exporter sees it) is {{ $value | printf \"%.1f\" }} blocks.",
          runbook="A follower is not keeping up: look for packet loss, CPU starvation or a slow executor on that node.",
          unit="blocks"),
     Gate(name="consensus_fork_detected", alert="SoakConsensusForkDetected", severity="critical",

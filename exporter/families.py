@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter import chaoswin
+from exporter import chaoswin, topolag
 from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
 from exporter.state import NodeView
@@ -93,6 +93,10 @@ def _chaos_metrics(f: Families, c: "SoakCollector", now: float) -> None:
             f.add("counter", "soak_consensus_height_regressions_excused_total",
                   "Height drops first seen while the node was exempt from a restart or kill.", ("node",),
                   [src.node], c.excuser.observe(src.node, view.regressions, src.node in relaunch))
+    for node, blocks in sorted(topolag.behind({n: v.trail for n, v in c.views.items()}).items()):
+        f.add("gauge", "soak_consensus_height_behind_topology",
+              "Blocks behind the topology's highest node at the moment of this node's newest reading.",
+              ("node",), [node], blocks)
     progress = [v.last_progress_s for v in c.views.values() if v.last_progress_s is not None]
     starts = [src.started_at for src in s.sources if src.started_at is not None]
     stall = chaoswin.stall_seconds(max(progress, default=None), min(starts, default=None), s.chaos_windows,

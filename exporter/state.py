@@ -11,7 +11,7 @@ evidence is the block hashes themselves.
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from exporter.ingest import Arrival
@@ -119,6 +119,8 @@ class DistfsCounters:
             self.reasons.setdefault(reason, OrderedSeries()).insert(key, n)
 
 
+# Readings kept per node for the topology lag: minutes of history at one reading per second.
+TRAIL_LEN = 512
 # A jump of the clock offset (node clock minus this machine's, at arrival) larger than this
 # is a clock step. The offset of a healthy node moves by the write or poll latency (well
 # under the few seconds a report may take to settle, status polls time out at 1.5 s) and by
@@ -150,6 +152,9 @@ class NodeView:
     sequence_restarts: int = 0             # the node's report numbering started over
     ingest_failures: int = 0               # polls of the report folder that failed as a whole
     notes: list[str] = field(default_factory=list)  # for the log, taken by the collector
+    # (arrival, committed height) of the latest readings: other nodes' lag is measured
+    # against this node's height at the same moment (exporter/topolag.py).
+    trail: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=TRAIL_LEN))
 
     @property
     def regressions(self) -> int:
@@ -202,6 +207,8 @@ class NodeView:
             self.last_progress_s = arrived_s
         if h is not None:
             self.progress_height = h
+            if not self.trail or arrived_s >= self.trail[-1][0]:
+                self.trail.append((arrived_s, h))
 
 
 class HashBook:

@@ -92,3 +92,22 @@ def test_the_runner_keeps_every_window_and_the_exporter_publishes_them(tmp_path:
     assert text[key] == 1.0
     until = [v for (name, labels), v in text.items() if name == "soak_chaos_exempt_until_timestamp_seconds"]
     assert until and until[0] > time.time()
+
+
+def test_a_node_cut_off_from_everyone_lags_from_outside_though_its_own_view_is_in_step() -> None:
+    from exporter.topolag import behind
+    trails = {"sequencer": [(T0 + i, 100 + 10 * i) for i in range(30)],
+              "observer": [(T0 + i + 0.5, 100 + 10 * i) for i in range(30)],
+              "storage": [(T0 + i + 0.7, 192) for i in range(30)]}       # stuck at 192
+    lag = behind(trails)
+    assert lag["storage"] == 100 + 10 * 29 - 192
+    assert lag["sequencer"] == 0 and lag["observer"] == 0
+
+
+def test_reading_phases_never_turn_into_a_false_outside_lag() -> None:
+    from exporter.topolag import behind
+    # Both in step; the observer reads 0.9 s after the sequencer: it is compared with the
+    # sequencer's reading that had arrived by then, never with a later one.
+    trails = {"sequencer": [(T0 + 2 * i, 10 * i) for i in range(10)],
+              "observer": [(T0 + 2 * i + 0.9, 10 * i) for i in range(10)]}
+    assert behind(trails) == {"sequencer": 0, "observer": 0}
