@@ -91,12 +91,88 @@ def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
 def test_a_wrong_expectation_makes_the_promtool_unit_tests_fail(tmp_path: Path) -> None:
     # The rule tests can fail: the same file with one annotation changed is rejected.
     source = (RULE_TESTS[0].parent / "consensus.yml").read_text()
-    broken = source.replace("for 1m 30s outside", "for 1m 31s outside").replace(
+    broken = source.replace("for 1m 30s, not counting", "for 1m 31s, not counting").replace(
         "../../alerts/rules.yml", str(ALERTS / "rules.yml"))
     assert broken != source
     (tmp_path / "broken.yml").write_text(broken)
     proc = run([find_binary(PROMTOOL_BIN), "test", "rules", str(tmp_path / "broken.yml")])
     assert proc.returncode != 0 and "1m 31s" in proc.stdout + proc.stderr
+
+
+_EXEMPT_NOW = " - time() > 0)"
+_NODE_UNLESS = "unless on(run_id, topology, node) (max by (run_id, topology, node) (soak_chaos_exempt_until"
+_EXCUSED = " - on(run_id, topology, node) increase(soak_consensus_height_regressions_excused_total[2m])"
+_LAG_OUTLASTS = "lag that outlasts a disconnect fires once the 15s grace has passed"
+_LAG_ONLY_DURING = "lag only during a disconnect is left out of the p95 on that node, and only on that node"
+_PRESSURE_ONLY = "failures only under challenge pressure are exempt on that node and fire on an unexempt one"
+_PRESSURE_OUTLASTS = "failures that outlast challenge pressure fire once its 330s grace has passed"
+_BURST_GRACE = "a burst under challenge pressure is exempt and fires once the 330s grace has passed"
+_RSS_GRACE = "RSS growth during a pause is exempt and fires once the 10s grace has passed"
+_FD_GRACE = "fd growth during a disconnect is exempt and fires once the 15s grace has passed"
+_DISK_GRACE = "disk growth during a restart is exempt and fires once the 15s grace has passed"
+_DOWN_GRACE = "a process down during its restart is silent and fires if it stays down past the 15s grace"
+_DOWN_NOT_EXEMPT = ("a process down longer than for fires, and a pause on it or a restart of another node "
+                    "does not exempt it")
+_REPORT_GRACE = "a report gap during a pause is exempt on that node and fires once the 10s grace has passed"
+_REPORT_AFTER_RESTART = "a node that reports again right after its restart stays silent"
+# Wrong gates the rule tests must reject: what is wrong -> (rules.yml text -> wrong text, the
+# tests in tests/rules that must fail against it). Each names a semantic the tests claim to prove.
+RULE_MUTANTS = {
+    "no exemption at all": (
+        lambda r: r.replace(_EXEMPT_NOW, " - time() > 1e12)"),
+        (_LAG_ONLY_DURING, _PRESSURE_ONLY, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE,
+         _REPORT_GRACE)),
+    "every grace a minute longer (the old blanket grace)": (
+        lambda r: r.replace(_EXEMPT_NOW, " - time() > -60)"),
+        (_LAG_OUTLASTS, _PRESSURE_OUTLASTS, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE,
+         _REPORT_GRACE)),
+    "every grace 15s shorter": (
+        lambda r: r.replace(_EXEMPT_NOW, " - time() > 15)"),
+        (_LAG_ONLY_DURING, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE, _REPORT_AFTER_RESTART)),
+    "a fault exempts its whole topology": (
+        lambda r: r.replace(_NODE_UNLESS, _NODE_UNLESS.replace(", node", "")),
+        (_LAG_ONLY_DURING, _PRESSURE_ONLY, _DOWN_NOT_EXEMPT, _REPORT_GRACE,
+         "one reason taking over a third of the checks in 5m fires a warning after for")),
+    "any action exempts every node gate": (
+        lambda r: re.sub(r'soak_chaos_exempt_until_timestamp_seconds\{action=~"[^"]*"\}',
+                         "soak_chaos_exempt_until_timestamp_seconds", r),
+        ("a follower 10 blocks behind fires after for, under challenge pressure too, and a node in step stays silent",
+         "a store lost late in a long run fires on the recent ratio while the cumulative one stays low, "
+         "a disconnect exempting nothing",
+         "a steady RSS is silent and a leak fires after warm-up and for",
+         "disk growth fires after warm-up and for, and a pause or disconnect does not exempt it",
+         _DOWN_NOT_EXEMPT, _REPORT_GRACE)),
+    "excused regressions counted as real": (
+        lambda r: r.replace(_EXCUSED, ""),
+        ("an excused regression (both counters rise together during a restart) stays silent",)),
+}
+
+
+def _rule_tests_by_name() -> dict[str, dict]:
+    return {case["name"]: case for path in RULE_TESTS for case in yaml.safe_load(path.read_text())["tests"]}
+
+
+@pytest.mark.parametrize("mutant", RULE_MUTANTS, ids=list(RULE_MUTANTS))
+def test_the_rule_tests_reject_gates_with_wrong_semantics(mutant: str, tmp_path: Path) -> None:
+    mutate, must_fail = RULE_MUTANTS[mutant]
+    rules = (ALERTS / "rules.yml").read_text()
+    wrong = mutate(rules)
+    assert wrong != rules, f"mutant {mutant!r} changed nothing: update it to the generated rules"
+    (tmp_path / "rules.yml").write_text(wrong)
+    cases = _rule_tests_by_name()
+    assert set(must_fail) <= set(cases), "a named rule test no longer exists"
+    (tmp_path / "mutant.yml").write_text(yaml.safe_dump({
+        "rule_files": [str(tmp_path / "rules.yml")], "evaluation_interval": "15s",
+        "tests": [cases[name] for name in must_fail]}, sort_keys=False))
+    # The same tests pass against the real rules...
+    (tmp_path / "real.yml").write_text((tmp_path / "mutant.yml").read_text().replace(
+        str(tmp_path / "rules.yml"), str(ALERTS / "rules.yml")))
+    real = run([find_binary(PROMTOOL_BIN), "test", "rules", str(tmp_path / "real.yml")])
+    assert real.returncode == 0, real.stdout + real.stderr
+    # ...and every one of them fails against the wrong ones.
+    proc = run([find_binary(PROMTOOL_BIN), "test", "rules", str(tmp_path / "mutant.yml")])
+    failed = set(re.findall(r"^\s*name: (.*),$", proc.stdout + proc.stderr, re.M))
+    assert proc.returncode != 0 and set(must_fail) - failed == set(), proc.stdout + proc.stderr
 
 
 def _expectations() -> tuple[set[str], set[str], set[str]]:
