@@ -29,8 +29,9 @@ KINDS = ("stall", "lag", "regression", "fork", "distfs", "invariant", "crash", "
 class Fault:
     """``kind`` in KINDS, in effect from ``start`` to ``end`` (seconds after the history start).
 
-    ``pause`` marks ``node`` as paused by chaos (soak_chaos_active) and stalls the topology
-    like a paused sequencer would; ``alert`` writes an ALERTS series named ``node``; ``down``
+    ``pause`` marks ``node`` as paused by chaos (soak_chaos_active, exempt until the window's
+    end plus the action's grace) and, on the consensus-critical node (the first one), stalls
+    the topology like a paused sequencer would; ``alert`` writes an ALERTS series named ``node``; ``down``
     reports ``node``'s process as not running (soak_process_up 0) outside any chaos."""
 
     kind: str
@@ -69,15 +70,39 @@ class History:
         return ((i * self.step, self.start + i * self.step) for i in range(n + 1))
 
 
-def _stalled_secs(h: History, s: float) -> float:
-    """Seconds of the first ``s`` seconds during which the topology made no progress
-    (stall and pause windows may overlap: their union counts once)."""
-    total, reach = 0.0, 0.0
-    for a, b in sorted((f.start, min(s, f.end)) for f in h.faults if f.kind in ("stall", "pause")):
+def _union(spans: Iterator[tuple[float, float]]) -> float:
+    total, reach = 0.0, -math.inf
+    for a, b in sorted(spans):
         a = max(a, reach)
         if b > a:
             total, reach = total + b - a, b
     return total
+
+
+def _critical_pause(h: History, f: Fault) -> bool:
+    return f.kind == "pause" and (not f.node or f.node == h.nodes[0])
+
+
+def _stalled_secs(h: History, s: float) -> float:
+    """Seconds of the first ``s`` seconds during which the topology made no progress
+    (stall windows and pauses of the critical node may overlap: their union counts once)."""
+    return _union((f.start, min(s, f.end)) for f in h.faults if f.kind == "stall" or _critical_pause(h, f))
+
+
+def _stalled_since(h: History, s: float) -> float:
+    """When the height last rose: just before the current stall began."""
+    since = s
+    while since > 0 and _stalled_secs(h, since) > _stalled_secs(h, since - h.step):
+        since -= h.step
+    return since
+
+
+def _stall_clock(h: History, s: float) -> float:
+    """``soak_consensus_stall_seconds`` as the exporter computes it (one per topology): time
+    since the last progress, pauses of the critical node (window + grace) not counted."""
+    since, grace = _stalled_since(h, s), ACTIONS["pause"].grace_secs
+    paused = _union((max(f.start, since), min(f.end + grace, s)) for f in h.faults if _critical_pause(h, f))
+    return max(0.0, s - since - paused)
 
 
 def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[str, dict[str, str], float]]:
@@ -86,15 +111,7 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     lag = h.active("lag", s, node)
     yield "soak_consensus_network_committed_height", {}, height
     yield "soak_consensus_committed_height", {}, height - (lag.amount if lag else 0.0)
-    # Progress last happened when the height last rose: just before the current stall began.
-    stalled_since = s
-    while stalled_since > 0 and _stalled_secs(h, stalled_since) > _stalled_secs(h, stalled_since - h.step):
-        stalled_since -= h.step
-    yield "soak_consensus_last_progress_timestamp_seconds", {}, h.start + stalled_since
-    # The exporter's stall clock: time since progress, a pause of this (critical) node not counted.
-    paused = sum(max(0.0, min(s, f.end) - max(f.start, stalled_since)) for f in h.faults
-                 if f.kind == "pause" and f.node == node)
-    yield "soak_consensus_stall_seconds", {}, max(0.0, s - stalled_since - paused)
+    yield "soak_consensus_last_progress_timestamp_seconds", {}, h.start + _stalled_since(h, s)
     yield "soak_consensus_height_regressions_excused_total", {}, 0.0
     yield "soak_consensus_height_regressions_total", {}, float(sum(
         1 for f in h.faults if f.kind == "regression" and f.node == node and f.start <= s))
@@ -148,6 +165,8 @@ def samples(h: History) -> Iterator[Sample]:
             continue
         yield out("up", {"job": "soak-exporter"}, t, 1.0)
         yield out("soak_exporter_scrape_duration_seconds", {}, t, 0.01)
+        yield out("soak_exporter_scrape_error", {}, t, 0.0)
+        yield out("soak_consensus_stall_seconds", {}, t, _stall_clock(h, s))
         yield out("soak_consensus_hash_mismatches_total", {}, t,
                   float(sum(1 for f in h.faults if f.kind == "fork" and f.start <= s)))
         for node in h.nodes:

@@ -127,7 +127,8 @@ def test_a_healthy_history_passes_every_gate_even_with_faults_inside_chaos_windo
 def test_a_known_fault_fails_exactly_its_gate_with_node_and_time(
         prometheus: Service, run_id: str, gate: str, node: str | None) -> None:
     v = judge(prometheus, run_id)
-    assert failing(v) == {gate}
+    # A store failing from minute 10 to the end fails the recent (windowed) ratio too.
+    assert failing(v) == {gate} | ({"distfs_recent_failure_ratio_high"} if gate.startswith("distfs") else set())
     result = next(g for g in v.gates if g.name == gate)
     assert result.value is not None and result.value > result.threshold
     assert result.worst_node == node
