@@ -84,6 +84,10 @@ class Node:
         self.proposal_opened_ms: int | None = None
         self.finality_ms: deque[int] = deque(maxlen=FINALITY_SAMPLES)
         self.traffic = Traffic()
+        # G2: validator signer keys derived from this node's root key (None: not checked). A
+        # sequencer whose key differs (another config.toml) is not followed, as in the real node.
+        self.signer_keys: dict[str, str] | None = None
+        self.rejected_heads = 0
         self.sock: socket.socket | None = None
         if bind is not None:
             self.sock = socket.socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
@@ -119,6 +123,13 @@ class Node:
         if height <= 0:
             return None
         return block_hash(self.world_id, height, self.forked_at is not None and height >= self.forked_at)
+
+    def state_root(self, height: int) -> str | None:
+        """The execution state root after ``height`` (forks with the block hash)."""
+        if height <= 0:
+            return None
+        forked = self.forked_at is not None and height >= self.forked_at
+        return hashlib.sha256(f"{'fork:' if forked else ''}root:{self.world_id}:{height}".encode()).hexdigest()
 
     def network_committed_height(self) -> int:
         return max([self.committed_height, *(h.height for h in self.heads.values())])
@@ -177,6 +188,10 @@ class Node:
                 head = PeerHead(str(msg["id"]), int(msg["h"]), str(msg["hash"]), int(msg["at"]))
             except (ValueError, KeyError, TypeError):
                 continue
+            if self.signer_keys is not None and msg.get("role") == "sequencer" \
+                    and msg.get("sk") != self.signer_keys.get(head.node_id):
+                self.rejected_heads += 1
+                continue
             self.heads[head.node_id] = head
             self.learn(sender[:2], now_ms)
             # Followers commit what the sequencer has committed and they actually received.
@@ -205,8 +220,11 @@ class Node:
         if self.sock is None:
             return
         height = self.committed_height
-        msg = json.dumps({"id": self.node_id, "role": self.role, "h": height,
-                          "hash": self.own_hash(height) or "", "at": self.state.last_committed_at_ms}).encode()
+        doc: dict[str, Any] = {"id": self.node_id, "role": self.role, "h": height,
+                               "hash": self.own_hash(height) or "", "at": self.state.last_committed_at_ms}
+        if self.signer_keys is not None:
+            doc["sk"] = self.signer_keys.get(self.node_id)
+        msg = json.dumps(doc).encode()
         for peer in self.targets():
             try:
                 self.sock.sendto(msg, peer)

@@ -169,3 +169,79 @@ def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
 
 
 _HANDED_OUT: set[int] = set()
+
+
+# --- G2: oasis7_chain_runtime processes, launched with the upstream script's argv ---
+
+G2_STAKES = {"sequencer": 50, "storage": 30, "observer": 20}
+
+
+def g2_script_argv(case_base: int, role: str, topology: str = "triad", ts: str = "20260521-101500",
+                   host: str = "127.0.0.1", epoch_secs: int = 60, tick_ms: int = 200) -> list[str]:
+    """The argv scripts/p2p-longrun-soak.sh builds for node ``role`` (G2.md section 1), without
+    the program name: gossip case_base+i+1, status +i+21, replication /ip4/h/tcp/+i+41."""
+    ids = {r: f"soak-{topology}-{ts}-{r}" for r in ROLES}
+    i = ROLES.index(role)
+    gossip = {r: f"{host}:{case_base + j + 1}" for j, r in enumerate(ROLES)}
+    repl = {r: f"/ip4/{host}/tcp/{case_base + j + 41}" for j, r in enumerate(ROLES)}
+    argv = ["--node-id", ids[role], "--world-id", f"p2p-{topology}-{ts}", "--status-bind",
+            f"{host}:{case_base + i + 21}", "--node-role", role, "--node-tick-ms", str(tick_ms),
+            "--pos-slot-duration-ms", "12000", "--pos-ticks-per-slot", "10", "--pos-proposal-tick-phase", "9",
+            "--pos-max-past-slot-lag", "256", "--reward-runtime-epoch-duration-secs", str(epoch_secs),
+            "--reward-points-per-credit", "100", "--node-gossip-bind", gossip[role],
+            "--replication-network-listen", repl[role], "--pos-no-adaptive-tick-scheduler",
+            "--node-auto-attest-all" if role == "sequencer" else "--node-no-auto-attest-all"]
+    for r in ROLES:
+        argv += ["--node-validator", f"{ids[r]}:{G2_STAKES[r]}"]
+    for r in ROLES:
+        if r != role:
+            argv += ["--node-gossip-peer", gossip[r], "--replication-network-peer", repl[r]]
+    return argv
+
+
+@dataclass
+class G2Process(SimProcess):
+    """One soak-sim-g2 process; status on its --status-bind, slim reports at the fixed path."""
+
+    node_id: str = ""
+
+    @property
+    def report_dir(self) -> Path:
+        return self.work / "output" / "chain-runtime" / self.node_id / "reward-runtime-report"
+
+    def start(self) -> "G2Process":
+        self.work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        with open(self.root / self.name / "stderr.log", "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "simulator.g2", *self.argv], cwd=self.work, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        return self
+
+    def get(self, path: str) -> dict[str, Any]:
+        return http_get_json(f"http://127.0.0.1:{self.status_port}{path}", timeout=2)
+
+    def reports(self) -> list[dict[str, Any]]:
+        docs = []
+        for path in self.report_dir.glob("epoch-*.json"):
+            try:
+                docs.append(json.loads(path.read_text()))
+            except ValueError:
+                continue
+        return sorted(docs, key=lambda d: d["settlement_report"]["epoch_index"])
+
+
+def g2_triad(root: Path, case_base: int, extra: dict[str, list[str]] | None = None, epoch_secs: int = 1,
+             tick_ms: int = 100, shared_key: bool = True) -> dict[str, G2Process]:
+    """Three G2 processes as the upstream script launches them, each in its own working
+    directory holding a copy of one config.toml (so they derive the same validator keys)."""
+    key = os.urandom(32).hex()
+    procs = {}
+    for i, role in enumerate(ROLES):
+        argv = g2_script_argv(case_base, role, epoch_secs=epoch_secs, tick_ms=tick_ms)
+        proc = G2Process(role, root, [*argv, *(extra or {}).get(role, [])], case_base + i + 1,
+                         status_port=case_base + i + 21, node_id=argv[1])
+        proc.work.mkdir(parents=True, exist_ok=True)
+        node_key = key if shared_key else os.urandom(32).hex()
+        (proc.work / "config.toml").write_text(f'[node]\nprivate_key = "{node_key}"\npublic_key = ""\n')
+        procs[role] = proc
+    return procs
