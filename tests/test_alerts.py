@@ -115,13 +115,16 @@ _DOWN_NOT_EXEMPT = ("a process down longer than for fires, and a pause on it or 
                     "does not exempt it")
 _REPORT_GRACE = "a report gap during a pause is exempt on that node and fires once the 10s grace has passed"
 _REPORT_AFTER_RESTART = "a node that reports again right after its restart stays silent"
+_LAG_OUTSIDE = "a node that believes it is in step but lags the topology fires on the outside view"
+_LAG_OUTSIDE_DISCONNECTED = ("the outside view of a disconnected node is left out too, and fires once the 15s "
+                             "grace has passed")
 # Wrong gates the rule tests must reject: what is wrong -> (rules.yml text -> wrong text, the
 # tests in tests/rules that must fail against it). Each names a semantic the tests claim to prove.
 RULE_MUTANTS = {
     "no exemption at all": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > 1e12)"),
-        (_LAG_ONLY_DURING, _PRESSURE_ONLY, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE,
-         _REPORT_GRACE)),
+        (_LAG_ONLY_DURING, _LAG_OUTSIDE_DISCONNECTED, _PRESSURE_ONLY, _BURST_GRACE, _RSS_GRACE, _FD_GRACE,
+         _DISK_GRACE, _DOWN_GRACE, _REPORT_GRACE)),
     "every grace a minute longer (the old blanket grace)": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > -60)"),
         (_LAG_OUTLASTS, _PRESSURE_OUTLASTS, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE,
@@ -142,6 +145,9 @@ RULE_MUTANTS = {
          "a steady RSS is silent and a leak fires after warm-up and for",
          "disk growth fires after warm-up and for, and a pause or disconnect does not exempt it",
          _DOWN_NOT_EXEMPT, _REPORT_GRACE)),
+    "lag from the node's own view only": (
+        lambda r: r.replace(' or label_replace(soak_consensus_height_behind_topology, "view", "outside", "", "")', ""),
+        (_LAG_OUTSIDE, _LAG_OUTSIDE_DISCONNECTED)),
     "excused regressions counted as real": (
         lambda r: r.replace(_EXCUSED, ""),
         ("an excused regression (both counters rise together during a restart) stays silent",)),
