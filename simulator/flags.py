@@ -39,17 +39,25 @@ class Flag:
 
 def parse_flags(argv: list[str], table: dict[str, Flag], opts: dict[str, Any],
                 other: Callable[[str], None], missing: Callable[[Flag], str]) -> dict[str, Any]:
-    """Walk ``argv`` like the real loop; ``other`` handles an argument no flag matches."""
+    """Walk ``argv`` like the real loop; ``other`` handles an argument no flag matches.
+
+    The simulator's own switches (``--fault-*``, ``--seed``, ``--status-listen``) may also be
+    written ``--flag=value``: the real nodes never see them, and the runner passes them so."""
     it = iter(argv)
     for arg in it:
-        flag = table.get(arg)
+        flag, inline = table.get(arg), None
+        if flag is None and "=" in arg:
+            name, _, inline = arg.partition("=")
+            flag = table.get(name) if name in SIM_ONLY else None
         if flag is None:
             other(arg)
             continue
         if flag.parse is None:
+            if inline is not None:
+                raise ParseError(f"{flag.name} takes no value")
             opts[flag.dest] = flag.const
             continue
-        raw = next(it, None)
+        raw = next(it, None) if inline is None else inline
         if raw is None:
             raise ParseError(missing(flag))
         try:
@@ -193,6 +201,8 @@ SIM_FLAGS: tuple[Flag, ...] = (
     _f("--fault-slow-write-ms", _fault_number(int, "--fault-slow-write-ms")),
     _f("--fault-finality-delay-ms", _fault_number(int, "--fault-finality-delay-ms")),
 )
+
+SIM_ONLY = frozenset({f.name for f in SIM_FLAGS} | {"--status-listen"})
 
 SIM_DEFAULTS: dict[str, Any] = {
     "seed": 0, "fault_leak_bytes_per_sec": 0, "fault_fd_leak_per_sec": 0.0, "fault_disk_bytes_per_sec": 0,

@@ -202,3 +202,10 @@ def test_learned_peers_expire_after_the_ttl_and_are_capped(tmp_path: Path) -> No
     finally:
         seq.close()
         sto.close()
+
+
+def test_simulator_only_switches_may_be_joined_with_equals_real_flags_may_not() -> None:
+    opts = cli.parse(["x", "--fault-invariant-at-sec=20", "--seed=3"])
+    assert (opts["fault_invariant_at_sec"], opts["seed"]) == (20.0, 3)
+    with pytest.raises(ParseError, match="unexpected argument: --bind=127.0.0.1:1"):
+        cli.parse(["x", "--bind=127.0.0.1:1"])
