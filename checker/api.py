@@ -38,6 +38,9 @@ class GateResult:
     query: str
     worst_node: str | None
     first_failed_at: float | None
+    # Why the status is not simply the window's value against the threshold (an alert that
+    # fired where the query passed, a threshold that cannot be judged against).
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,11 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
     # Ties go to the first node by name, so the same data always names the same node.
     worst = min(rows, key=lambda r: (-r[1], r[0].get("node", "")), default=None)
     value = worst[1] if worst else None
+    if math.isnan(threshold) or threshold == math.inf:
+        # A NaN threshold compares false with everything and +Inf can never be exceeded: the
+        # gate could not have failed, which is not a pass.
+        return GateResult(g.name, g.alert, g.severity, "insufficient_data", value, threshold, query, None, None,
+                          f"threshold {g.threshold_key} is {threshold}: the gate cannot fail, so it was not judged")
     if value is not None and value > threshold:
         first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, until, step)
         return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first)
@@ -179,7 +187,8 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
                                run_id, topology, since, until) for g in GATES)
     fired = _alerts_fired(prom, run_id, topology, since, until)
     evaluated = _rules_evaluated(prom, run_id, topology, since, until)
-    disagreements = _disagreements(results, fired) if evaluated else ()
+    results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, until)
+    disagreements = overruled + (_disagreements(results, fired) if evaluated else ())
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
                            series, timeline, prom.queries, evaluated, prom.version(), thresholds)
@@ -187,11 +196,41 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:
     fired_alerts = {a.get("alertname") for a in fired}
-    return tuple(
-        [f"{r.alert}: gate failed over the window but the alert never fired" for r in results
-         if r.status == "fail" and r.alert not in fired_alerts]
-        + [f"{r.alert}: alert fired but the gate passed over the window" for r in results
-           if r.status == "pass" and r.alert in fired_alerts])
+    return tuple(f"{r.alert}: gate failed over the window but the alert never fired" for r in results
+                 if r.status == "fail" and r.alert not in fired_alerts)
+
+
+def _alerts_overrule(prom: Prom, results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...],
+                     run_id: str | None, topology: str, since: float,
+                     until: float) -> tuple[tuple[GateResult, ...], tuple[str, ...]]:
+    """An alert that fired in the window while the checker's query passed (or found no data)
+    is a failure of that gate: Prometheus saw the breach live, on every sample, with the same
+    definition; the window's query can only have stepped over it. Under a warning-severity
+    gate it stays a warning. Never silently dropped: the gate's note and a disagreement say so."""
+    by_alert: dict[str, list[dict[str, str]]] = {}
+    for a in fired:
+        by_alert.setdefault(a.get("alertname", ""), []).append(a)
+    out, said = [], []
+    for r in results:
+        alerts = by_alert.get(r.alert)
+        if not alerts or r.status == "fail":
+            out.append(r)
+            continue
+        node = min((a["node"] for a in alerts if a.get("node")), default=None)
+        first = _first_firing(prom, r.alert, run_id, topology, since, until)
+        why = (f"alert {r.alert} fired{' on ' + node if node else ''} in the window while the window's query "
+               f"{'passed' if r.status == 'pass' else 'found no data'}: counted as a failure of the gate")
+        out.append(GateResult(r.name, r.alert, r.severity, "fail", r.value, r.threshold, r.query, node or r.worst_node,
+                              first, why))
+        said.append(f"{r.alert}: {why}")
+    return tuple(out), tuple(said)
+
+
+def _first_firing(prom: Prom, alert: str, run_id: str | None, topology: str, since: float, until: float) -> float | None:
+    q = f'max by (run_id, topology) (ALERTS{{alertname="{alert}",alertstate="firing"}})'
+    times = [t for lab, points in prom.range(q, since, until, step_for(since, until))
+             if _matches(lab, run_id, topology) for t, _ in points]
+    return min(times, default=None)
 
 
 def _rules_evaluated(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.profiles import PROFILES, get_profile
-from checker.api import RunMeta, TopologyVerdict, describe_runs, evaluate_window, runs_in_window
+from checker.api import RunMeta, TopologyMeta, TopologyVerdict, describe_runs, evaluate_window, runs_in_window
 from checker.report import iso, write_reports
 from checker.tsdb import open_saved
 from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
@@ -77,8 +77,17 @@ def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str
                 for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit)]
     if not verdicts:
         raise EvaluationError(_nothing_found(url, windows, run_id) + "".join(f"; {n}" for n in notes))
+    # Every topology asked for is kept: one without data is insufficient data, never dropped.
+    judged = {v.topology for v in verdicts}
+    missing = tuple(TopologyMeta(topology, since, until, "unknown",
+                                 (f"no data for this topology in {iso(since)}..{iso(until)}: insufficient data",))
+                    for topology, since, until in windows if topology is not None and topology not in judged)
+    for m in missing:
+        level = "failure" if verdicts[0].profile.insufficient_data_fails else "warning"
+        print(f"soak-check: {level}: {m.topology}: no data in its window: insufficient data for every gate",
+              file=sys.stderr)
     meta = RunMeta(run_dir=run_dir, profile=verdicts[0].profile, scenario=scenario, prometheus_url=url, seed=seed,
-                   notes=notes)
+                   notes=notes, topologies=missing)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
     print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import subprocess
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 from xml.etree import ElementTree as ET
 
+from alerts.gates import GATES
 from alerts.profiles import Profile
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
@@ -43,6 +45,15 @@ def outcome(status: str, severity: str) -> str:
     return "warn" if status == "fail" and severity != "critical" else status
 
 
+def _unjudged_gates(profile: Profile) -> dict[str, Any]:
+    """Every gate of a topology that has no data at all: insufficient data, each listed."""
+    return {g.name: {"status": "insufficient_data", "outcome": "insufficient_data", "severity": g.severity,
+                     "alert": g.alert, "value": None,
+                     "threshold": profile.thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
+                     "query": g.value, "worst_node": None, "first_failed_at": None,
+                     "note": "no data for this topology in its window"} for g in GATES}
+
+
 def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
     gate_status = v.metric_gate_status if v else "insufficient_data"
     failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
@@ -60,7 +71,8 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, prof
         "gates": {g.name: {"status": g.status, "outcome": outcome(g.status, g.severity),
                            "severity": g.severity, "alert": g.alert, "value": g.value,
                            "threshold": g.threshold, "query": g.query, "worst_node": g.worst_node,
-                           "first_failed_at": iso(g.first_failed_at)} for g in (v.gates if v else ())},
+                           "first_failed_at": iso(g.first_failed_at), "note": g.note}
+                  for g in (v.gates if v else ())} if v else _unjudged_gates(profile),
         "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
         "window": {"since": iso(v.since), "until": iso(v.until)} if v else None,
         "chaos_windows": [{**w, "start": iso(w["start"]), "end": iso(w["end"])}
@@ -128,13 +140,25 @@ def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunM
     doc = summary(verdicts, meta)
     for v in verdicts:
         plot_topology(v, out_dir / "plots" / f"{v.topology}.png")
-    (out_dir / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    # Strict JSON: no NaN or Infinity tokens (json.loads elsewhere rejects them).
+    (out_dir / "summary.json").write_text(json.dumps(strict(doc), indent=2, sort_keys=False, allow_nan=False) + "\n")
     (out_dir / "summary.md").write_text(_markdown(doc))
     _timeline(out_dir / "timeline.csv", verdicts)
     _junit(out_dir / "junit.xml", doc)
     if doc["overall_status"] != "ok":
         (out_dir / "failures.md").write_text(failures_markdown(doc, meta.run_dir))
     return 0 if doc["overall_status"] == "ok" else 1
+
+
+def strict(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -154,6 +178,9 @@ def _markdown(doc: dict[str, Any]) -> str:
                          f"| {g['worst_node'] or '-'} |")
         if t["alerts_fired"]:
             lines += ["", "Alerts fired: " + ", ".join(sorted({a.get('alertname', '?') for a in t["alerts_fired"]}))]
+        for name, g in t["gates"].items():
+            if g.get("note") and g["note"] not in " ".join(t["disagreements"]):
+                lines.append(f"- {g['alert']}: {g['note']}")
         for d in t["disagreements"]:
             lines.append(f"- disagreement: {d}")
         for n in t["notes"]:

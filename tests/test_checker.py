@@ -161,7 +161,10 @@ def test_empty_data_is_insufficient_not_pass(prometheus: Service) -> None:
 def test_alerts_fired_are_listed_and_a_disagreement_with_the_gates_is_reported(prometheus: Service) -> None:
     v = judge(prometheus, "alerted")
     assert [a["alertname"] for a in v.alerts_fired] == ["SoakConsensusStalled"]
-    assert v.disagreements == ("SoakConsensusStalled: alert fired but the gate passed over the window",)
+    # Prometheus saw the breach live: the gate fails, and says why.
+    assert v.disagreements == ("SoakConsensusStalled: alert SoakConsensusStalled fired in the window while the "
+                               "window's query passed: counted as a failure of the gate",)
+    assert failing(v) == {"consensus_stalled"}
     # Backfilled history without rule evaluations: no alerts to compare, so no disagreement.
     assert judge(prometheus, "stall").disagreements == ()
 

@@ -11,7 +11,7 @@ import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import checker.cli
 from alerts.gates import GATES, Gate
 from alerts.profiles import get_profile
-from checker.api import GateResult, RunMeta, TopologyVerdict
+from checker.api import GateResult, RunMeta, TopologyVerdict, evaluate
 from checker.cli import main
 from checker.promapi import Prom
 from checker.report import write_reports
@@ -34,6 +34,10 @@ DURATION = 900.0
 UNTIL = START + DURATION
 DRAIN = 60.0                  # data the runner keeps scraping after the window
 
+# Whatever the gates are: one critical and (if any) one warning-severity gate whose alert fires.
+CRITICAL = next(g for g in GATES if g.severity == "critical")
+WARNING = next((g for g in GATES if g.severity == "warning"), None)
+
 HISTORIES = [
     History("fine", "triad", ("triad",), START, DURATION),
     History("fine", "triad_distributed", ("sequencer", "storage", "observer"), START, DURATION),
@@ -44,7 +48,9 @@ HISTORIES = [
     History("nan_threshold", "triad", ("triad",), START, DURATION,
             thresholds=(("max_lag_p95", math.nan), ("max_stall_secs", math.inf))),
     History("alerted", "triad", ("triad",), START, DURATION, rules_evaluated=True,
-            faults=(Fault("alert", 300, 400, "SoakConsensusStalled"),)),
+            faults=(Fault("alert", 300, 400, CRITICAL.alert),)),
+    *([History("alerted_warning", "triad", ("triad",), START, DURATION, rules_evaluated=True,
+               faults=(Fault("alert", 300, 400, WARNING.alert),))] if WARNING else []),
 ]
 
 
@@ -436,3 +442,68 @@ def test_fuzz_soak_check_on_any_constant_http_answer_exits_3_with_one_line(
                        "--out", str(tmp_path / "out"), "--no-wait")
     assert code == 3, err
     assert one_line(err).startswith("soak-check: error:"), err
+
+
+# 5. Every topology kept, alerts count, strict JSON ------------------------------------------
+
+def _no_nan(token: str) -> float:
+    raise AssertionError(f"summary.json holds {token}: not JSON")
+
+
+def read_strict(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(), parse_constant=_no_nan)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("profile", "code"), [("soak_smoke", 0), ("soak_endurance", 1)])
+def test_re_judging_keeps_a_topology_without_data_as_insufficient_data(
+        profile: str, code: int, prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = make_run_dir(prometheus, tmp_path / "run", "fine",
+                           {"triad": (START, UNTIL), "triad_distributed": (START - 7200, START - 3600)})
+    got, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"), "--profile", profile)
+    assert got == code, err
+    assert "triad_distributed: no data in its window" in err
+    doc = read_strict(tmp_path / "out" / "summary.json")
+    tops = {t["topology"]: t for t in doc["topologies"]}
+    assert set(tops) == {"triad", "triad_distributed"} and doc["totals"]["topology_count"] == 2
+    ghost = tops["triad_distributed"]
+    assert ghost["metric_gate"]["status"] == "insufficient_data"
+    assert {g["status"] for g in ghost["gates"].values()} == {"insufficient_data"}
+    assert set(ghost["gates"]) == {g.name for g in GATES}
+    assert "## triad_distributed" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_an_alert_that_fired_while_the_gate_passed_is_a_failure_of_that_gate(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v = evaluate(prometheus.url, START, UNTIL, run_id="alerted", topology="triad", profile=get_profile("soak_smoke"))
+    gate = next(g for g in v.gates if g.alert == CRITICAL.alert)
+    assert gate.status == "fail" and gate.note and "fired" in gate.note
+    assert gate.first_failed_at is not None and START + 300 <= gate.first_failed_at <= START + 400
+    assert any(CRITICAL.alert in d and "counted as a failure" in d for d in v.disagreements)
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "alerted"))
+    assert code == 1, err
+    doc = read_strict(tmp_path / "summary.json")
+    assert doc["topologies"][0]["gates"][CRITICAL.name]["outcome"] == "fail"
+    assert "fired" in (tmp_path / "failures.md").read_text()
+
+
+@pytest.mark.skipif(WARNING is None, reason="no warning-severity gate defined")
+def test_an_alert_of_a_warning_gate_that_fired_stays_a_warning(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert WARNING is not None
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "alerted_warning"))
+    assert code == 0, err
+    gate = read_strict(tmp_path / "summary.json")["topologies"][0]["gates"][WARNING.name]
+    assert (gate["status"], gate["outcome"]) == ("fail", "warn") and "fired" in gate["note"]
+    assert f"WARN {WARNING.alert}" in err
+
+
+def test_a_nan_or_infinite_threshold_is_not_judged_and_never_reaches_summary_json_as_nan(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "nan_threshold"))
+    doc = read_strict(tmp_path / "summary.json")        # strict JSON, whatever the numbers
+    gates = doc["topologies"][0]["gates"]
+    weak = {g.name for g in GATES if g.threshold_key in ("max_lag_p95", "max_stall_secs")}
+    assert weak and all(gates[name]["status"] == "insufficient_data" for name in weak)
+    assert all("cannot fail" in gates[name]["note"] for name in weak)
+    assert doc["thresholds"]["max_lag_p95"] is None
+    assert code == 0 and "insufficient data for" in err      # smoke: insufficient data warns
