@@ -63,8 +63,10 @@ def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: Launch
     specs = []
     if name == "triad":
         ports = (base, base + 1, base + 2)
+        # --bind is the viewer's TCP port; gossip is UDP on --triad-gossip-base-port P..P+2 (FORMATS.md).
         specs.append(_spec("triad", "sequencer", f"{node_base}-sequencer", topo_dir, s, common + [
-            "--node-id", node_base, "--bind", f"{s.bind_host}:{base}"], ports, base + 50))
+            "--node-id", node_base, "--bind", f"{s.bind_host}:{base}", "--triad-gossip-base-port", str(base)],
+            ports, base + 50))
     else:
         gossip = {role: base + 10 + i for i, role in enumerate(ROLES)}
         peers = [a for role in ROLES for a in (f"--triad-{role}-gossip", f"{s.bind_host}:{gossip[role]}")]
