@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -196,8 +197,10 @@ def _check_out_dir(out_dir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"--out-dir {out_dir}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out-dir {out_dir}: {probe} is not writable")
+    try:  # os.access says yes to root everywhere: only a real (and at once removed) directory tells
+        os.rmdir(tempfile.mkdtemp(prefix=".soak-run-probe-", dir=probe))
+    except OSError as exc:
+        raise UsageError(f"--out-dir {out_dir}: cannot create a directory in {probe}: {exc.strerror}") from None
 
 
 def _check_tools(a: argparse.Namespace) -> None:

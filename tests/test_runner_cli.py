@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,111 @@ def test_a_second_run_in_the_same_second_gets_its_own_directory(tmp_path: Path) 
     first.run_dir.mkdir(parents=True)
     second = resolve(args, now=1_800_000_000)
     assert second.run_dir != first.run_dir and second.run_id == second.run_dir.name
+
+
+def _file(tmp: Path) -> Path:
+    path = tmp / "a-file"
+    path.write_text("x")
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration-secs", "nan"], "argument --duration-secs: expected a finite number, got 'nan'"),
+    (["--poll-interval-secs", "inf"], "argument --poll-interval-secs: expected a finite number, got 'inf'"),
+    (["--epoch-secs=-Infinity"], "argument --epoch-secs: expected a finite number"),
+    (["--chaos-continuous-interval-secs", "NaN"], "argument --chaos-continuous-interval-secs: expected a finite"),
+    (["--max-lag-p95", "nan"], "argument --max-lag-p95: expected a finite number"),
+    (["--threshold", "max_lag_p95=nan"], "--threshold max_lag_p95=nan: expected KEY=NUMBER (a finite number)"),
+    (["--threshold", "warmup_secs=inf"], "--threshold warmup_secs=inf: expected KEY=NUMBER (a finite number)"),
+    (["--chaos-continuous-restart-down-secs", "-1"], "must not be negative"),
+    (["--out-dir", "{file}"], "is not a directory"),
+    (["--out-dir", "{file}/sub"], "is not a directory"),
+    (["--out-dir", "/sys/soak-out"], "cannot create a directory in /sys"),
+    (["--bind-host", "localhost"], "--bind-host 'localhost': expected an IPv4 address"),
+    (["--node-bin", "{file}"], "not an executable file"),
+    (["--node-arg", "nobody=--fault-stall-at-sec=5"],
+     "--node-arg 'nobody=--fault-stall-at-sec=5': no node 'nobody' in triad, triad_distributed; "
+     "valid nodes: observer, sequencer, storage, triad"),
+    (["--topology", "triad", "--node-arg", "storage=--x"], "no node 'storage' in triad; valid nodes: triad"),
+])
+def test_bad_values_are_exit_2_with_one_line_and_nothing_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    args = [a.replace("{file}", str(_file(tmp_path))) for a in args]
+    code, err = _soak_run(tmp_path, capsys, *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+    assert not list(Path("/sys").glob("soak-out*")) and not (tmp_path / "a-file").is_dir()
+
+
+@pytest.mark.parametrize("text, suffix, field, reason", [
+    ('{"events": [{"id": "a", "at_sec": NaN, "node": "triad", "action": "restart"}]}', ".json",
+     "events[0].at_sec", "NaN and infinity are not numbers here"),
+    ('{"events": [{"id": "a", "at_sec": 1, "node": "triad", "action": "pause", "duration_secs": Infinity}]}', ".json",
+     "events[0].duration_secs", "NaN and infinity"),
+    ('{"events": [{"id": "a", "at_sec": 1e999, "node": "triad", "action": "restart"}]}', ".json",
+     "events[0].at_sec", "NaN and infinity"),
+    ("events:\n  - {id: a, at_sec: .nan, node: triad, action: restart}\n", ".yaml", "events[0].at_sec", "NaN"),
+    ("events:\n  - {id: a, at_sec: 1, node: triad, action: pause, duration_secs: -.inf}\n", ".yaml",
+     "events[0].duration_secs", "NaN"),
+    ('{"events": [{"id": "late", "at_sec": 90, "node": "triad", "action": "restart"}]}', ".json",
+     "events[0].at_sec", "event 'late' at 90s never happens: the run lasts 90s per topology"),
+    ('{"events": [{"id": "x1", "at_sec": 1, "node": "nobody", "action": "restart"}]}', ".json",
+     "events[0].node", "event 'x1': unknown node 'nobody'; expected one of observer, sequencer, storage, triad"),
+    ('{"events": [{"id": "x2", "at_sec": 1, "topology": "ring", "node": "triad", "action": "restart"}]}', ".json",
+     "events[0].topology", "event 'x2': unknown topology 'ring'"),
+    ('{"events": [{"id": "x3", "at_sec": 1, "node": ["triad"], "action": "restart"}]}', ".json",
+     "events[0].node", "event 'x3': unknown node ['triad']"),
+    ('{"events": [{"id": "d", "at_sec": 1, "node": "triad", "action": "restart"}, '
+     '{"id": "d", "at_sec": 2, "node": "triad", "action": "kill"}]}', ".json", "events[1].id", "duplicate id 'd'"),
+    ('{"events": [{"id": "a", "at_sec": 1, "node": "triad", "action": "pause", "duration_secs": 1e9}]}', ".json",
+     "events[0].duration_secs", "expected a number of seconds within 0..1e+07"),
+])
+def test_a_plan_with_non_numbers_late_events_or_typos_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                text: str, suffix: str, field: str, reason: str) -> None:
+    plan = tmp_path / f"plan{suffix}"
+    plan.write_text(text)
+    code, err = _soak_run(tmp_path, capsys, "--chaos-plan", str(plan), "--duration-secs", "90")
+    assert code == 2, err
+    assert f"{plan}: {field}: " in err and reason in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_that_is_not_utf8_too_big_or_a_fifo_is_refused_at_once(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {"latin1.json": b'{"events": [{"id": "caf\xe9"}]}', "big.json": b" " * (1 << 20) + b"{}"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    os.mkfifo(tmp_path / "fifo.json")  # opening it for reading would block for ever
+    for name, reason in (("latin1.json", "not UTF-8 (byte 23)"), ("big.json", "1048578 bytes, more than the limit"),
+                         ("fifo.json", "not a regular file")):
+        code, err = _soak_run(tmp_path, capsys, "--chaos-plan", str(tmp_path / name))
+        assert code == 2 and f"{tmp_path / name}: <file>: {reason}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_validation_takes_linear_time(tmp_path: Path) -> None:
+    def seconds(n: int) -> float:
+        events = [{"id": f"e{i}", "at_sec": i % 80, "node": "triad", "action": "restart"} for i in range(n)]
+        path = _plan(tmp_path, events)
+        started = time.perf_counter()
+        assert len(load_plan(path, TOPOLOGY_NODES, 90)) == n
+        return time.perf_counter() - started
+    seconds(500)  # warm up
+    small, large = seconds(2500), seconds(10000)  # 10000 events: about 0.8 MB, below the size limit
+    assert large < 2.0 and large / small < 8, (small, large)  # quadratic would be ~16x
+
+
+@pytest.mark.parametrize("present, missing", [(["prometheus-alertmanager"], "prometheus"),
+                                              (["prometheus"], "prometheus-alertmanager")])
+def test_a_server_missing_from_path_is_exit_2_before_the_run_dir_or_any_process(
+        tmp_path: Path, present: list[str], missing: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in present:
+        (bin_dir / name).symlink_to(shutil.which(name) or "/nonexistent")
+    env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "runner", "--out-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and res.stderr.startswith(f"soak-run: error: {missing} not found on PATH"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
