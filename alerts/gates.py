@@ -246,11 +246,12 @@ GATES: tuple[Gate, ...] = (
          runbook="Look for logs or stores that are never compacted under the node's work directory.",
          unit="bytes/h", warmup=True),
     Gate(name="reports_missing", alert="SoakReportsMissing", severity="critical",
-         # Arrival on the exporter's clock (a node's own clock may be skewed); before its
-         # first report a node counts from its start, so a node that never reports fails too.
-         measure="time() - soak_report_last_arrival_timestamp_seconds",
-         data="soak_report_last_arrival_timestamp_seconds", threshold_key="max_report_gap_secs", for_="0s",
-         exempt=DOWN,
+         # The exporter's gap clock: since the newest report's arrival on its own clock (a
+         # node's clock may be skewed), or the node's start before its first report, so a node
+         # that never reports fails too; the node's own down faults pause it, never restart it.
+         measure="soak_report_gap_seconds",
+         data="soak_report_gap_seconds", threshold_key="max_report_gap_secs", for_="0s",
+         exempt=(),
          summary="No new epoch report from {{ $labels.node }}",
          description="{{ $labels.node }} wrote no epoch report for {{ $value | humanizeDuration }} outside fault "
                      "windows.",
@@ -272,6 +273,11 @@ GATES: tuple[Gate, ...] = (
          runbook="Read <topology>/exporter.log in the run directory: a run-state or report read keeps failing.",
          scope="topology"),
 )
+
+
+# The longest ``for`` of any gate: how long after a window's end a breach that began at the
+# end needs to be watched before it can be judged (the runner drains this long).
+MAX_FOR_SECS = max(_secs(g.for_) for g in GATES)
 
 
 def gate_by_name(name: str) -> Gate:

@@ -136,6 +136,7 @@ def _node_samples(h: History, node: str, s: float, t: float) -> Iterator[tuple[s
     yield "soak_report_last_epoch_index", {}, float(int(epoch_at // h.epoch_secs))
     yield "soak_report_last_observed_timestamp_seconds", {}, h.start + (epoch_at // h.epoch_secs) * h.epoch_secs
     yield "soak_report_last_arrival_timestamp_seconds", {}, h.start + (epoch_at // h.epoch_secs) * h.epoch_secs
+    yield "soak_report_gap_seconds", {}, s - (epoch_at // h.epoch_secs) * h.epoch_secs  # the exporter's gap clock
     yield "soak_reports_total", {}, float(int(epoch_at // h.epoch_secs) + 1)
     pause = h.active("pause", s, node)
     yield "soak_chaos_active", {"action": "pause"}, 1.0 if pause and pause.node == node else 0.0

@@ -6,9 +6,10 @@ effect). From them, at each scrape:
   on the node (windows are counted: the first of two overlapping faults to end does not
   end the other).
 - ``soak_chaos_exempt_until_timestamp_seconds{node, action}``: the latest window's end plus
-  the action's grace (``soakcore.actions``); for an open window, now + grace. A gate exempts
-  a node while this lies in the future, so a fault shorter than a scrape interval is still
-  seen: its end time survives in the value, whether or not a scrape fell inside it.
+  the action's grace (``soakcore.actions``); +Inf while a window is open (so the exemption
+  cannot lapse between two scrapes, whatever the interval). A gate exempts a node while
+  this lies in the future, so a fault shorter than a scrape interval is still seen: its end
+  time survives in the value, whether or not a scrape fell inside it.
 - ``soak_consensus_stall_seconds``: time since the topology's committed height last rose,
   not counting time in which a fault that can stop commits held a consensus-critical node
   (window + grace). The clock pauses for such faults and never restarts for them, and a
@@ -16,9 +17,10 @@ effect). From them, at each scrape:
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
-from soakcore.actions import ACTIONS, STOPS_COMMITS
+from soakcore.actions import ACTIONS, DOWN, STOPS_COMMITS
 from soakcore.runstate import ChaosWindow
 
 
@@ -30,19 +32,21 @@ def active(windows: Iterable[ChaosWindow]) -> set[tuple[str, str]]:
     return {(w.node, w.action) for w in windows if w.end is None}
 
 
-def exempt_until(windows: Iterable[ChaosWindow], now: float) -> dict[tuple[str, str], float]:
+def exempt_until(windows: Iterable[ChaosWindow]) -> dict[tuple[str, str], float]:
     out: dict[tuple[str, str], float] = {}
     for w in windows:
-        until = _end(w, now) + ACTIONS[w.action].grace_secs
+        until = math.inf if w.end is None else w.end + ACTIONS[w.action].grace_secs
         key = (w.node, w.action)
         out[key] = max(out.get(key, until), until)
     return out
 
 
-def paused_seconds(windows: Iterable[ChaosWindow], critical: set[str], since: float, now: float) -> float:
-    """Length of the union of the stall-pausing intervals (window + grace) within [since, now]."""
+def paused_seconds(windows: Iterable[ChaosWindow], nodes: set[str], actions: tuple[str, ...], since: float,
+                   now: float) -> float:
+    """Length of the union of the intervals (window + grace) of ``actions`` on ``nodes``
+    within [since, now]: the time a clock does not count."""
     spans = sorted((max(w.start, since), min(_end(w, now) + ACTIONS[w.action].grace_secs, now))
-                   for w in windows if w.node in critical and w.action in STOPS_COMMITS)
+                   for w in windows if w.node in nodes and w.action in actions)
     total, reach = 0.0, since
     for a, b in spans:
         a = max(a, reach)
@@ -59,8 +63,17 @@ def stall_seconds(last_progress: float | None, started: float | None, windows: I
     since = last_progress if last_progress is not None else started
     if since is None:
         return None
-    windows = tuple(windows)
-    return max(0.0, now - since - paused_seconds(windows, critical, since, now))
+    return max(0.0, now - since - paused_seconds(windows, critical, STOPS_COMMITS, since, now))
+
+
+def report_gap_seconds(last_arrival: float | None, node: str, windows: Iterable[ChaosWindow],
+                       now: float) -> float | None:
+    """Seconds since the node's newest report (or its start) arrived, not counting the time
+    its own down faults (window + grace) held it: a node paused for minutes resumes its
+    clock where it stopped, and a node that never reports counts from its start."""
+    if last_arrival is None:
+        return None
+    return max(0.0, now - last_arrival - paused_seconds(windows, {node}, DOWN, last_arrival, now))
 
 
 class Excuser:

@@ -19,6 +19,7 @@ from soakcore.actions import RELAUNCH
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 
 if TYPE_CHECKING:
+    from soakcore.runstate import ChaosWindow
     from exporter.collector import SoakCollector, Source
 
 REPORT_ERROR_REASONS = ("partial", "invalid_json", "schema", "too_large", "io", "duplicate")
@@ -53,6 +54,7 @@ def build_families(c: "SoakCollector") -> Iterator[Metric]:
     for key, value in sorted(s.thresholds.items()):
         f.add("gauge", "soak_gate_threshold", "Active threshold of the profile (and overrides).", ("gate",),
               [key], value)
+    now = time.time()
     for src in s.sources:
         view = c.views.get(src.node)
         node_id = src.node_id or (view.latest.node_id if view and view.latest else None) or ""
@@ -60,11 +62,11 @@ def build_families(c: "SoakCollector") -> Iterator[Metric]:
               [src.node, src.role, node_id], 1)
         if view is not None:
             _report_metrics(f, view, src.node)
-            _arrival_metrics(f, view, src, c.started_at)
+            _arrival_metrics(f, view, src, c.started_at, s.chaos_windows, now)
             _consensus_metrics(f, view, src.node)
             _distfs_metrics(f, view, src.node)
         _process_metrics(f, c, src)
-    _chaos_metrics(f, c, time.time())
+    _chaos_metrics(f, c, now)
     for node, action, phase, count in s.chaos_events:
         f.add("counter", "soak_chaos_events_total", "Chaos events by outcome.", ("node", "action", "phase"),
               [node, action, phase], count)
@@ -81,10 +83,11 @@ def _chaos_metrics(f: Families, c: "SoakCollector", now: float) -> None:
         for action in CHAOS_ACTIONS:
             f.add("gauge", "soak_chaos_active", "1 while an injected fault is in effect.", ("node", "action"),
                   [src.node, action], float((src.node, action) in active))
-    exempt = chaoswin.exempt_until(s.chaos_windows, now)
+    exempt = chaoswin.exempt_until(s.chaos_windows)
     for (node, action), until in sorted(exempt.items()):
         f.add("gauge", "soak_chaos_exempt_until_timestamp_seconds",
-              "Gates exempt the node from this action's effects until then (window end + grace).",
+              "Gates exempt the node from this action's effects until then (window end + grace; +Inf while "
+              "in effect).",
               ("node", "action"), [node, action], until)
     relaunch = {node for (node, action), until in exempt.items() if action in RELAUNCH and until > now}
     for src in s.sources:
@@ -143,7 +146,8 @@ def _report_metrics(f: Families, v: NodeView, node: str) -> None:
     f.add("gauge", "soak_report_missing_fields", "Fields the newest report lacks.", ("node",), n, len(r.missing))
 
 
-def _arrival_metrics(f: Families, v: NodeView, src: "Source", exporter_started_at: float) -> None:
+def _arrival_metrics(f: Families, v: NodeView, src: "Source", exporter_started_at: float,
+                     windows: "tuple[ChaosWindow, ...]", now: float) -> None:
     """Report timing on this machine's clock, and what the node's own clock says against it."""
     n = [src.node]
     f.add("counter", "soak_report_clock_steps_total",
@@ -167,6 +171,9 @@ def _arrival_metrics(f: Families, v: NodeView, src: "Source", exporter_started_a
         f.add("gauge", "soak_report_last_arrival_timestamp_seconds",
               "Arrival here (file mtime) of the node's most recent report; its start before the first.",
               ("node",), n, since)
+        f.add("gauge", "soak_report_gap_seconds",
+              "Seconds since that arrival, not counting the node's own down faults (window + grace).",
+              ("node",), n, chaoswin.report_gap_seconds(since, src.node, windows, now))
 
 
 def _consensus_metrics(f: Families, v: NodeView, node: str) -> None:

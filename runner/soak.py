@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from alerts.gates import MAX_FOR_SECS
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate
 from checker.report import write_reports
 from runner import netcut, reaper
@@ -101,7 +102,7 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
         t0 = time.time()
         process_status = _perturb_and_wait(cfg, stack, topo, t0, stop)
     finally:
-        ended = _finish(cfg, topo, stop)
+        ended, horizon = _finish(cfg, topo, stop)
     crashes = sum(n.restarts["crash"] for n in topo.nodes.values())
     if crashes and process_status == "ok":
         process_status = "crashed"
@@ -112,21 +113,25 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
     return verdict, meta
 
 
-def _finish(cfg: RunConfig, topo: Topology, stop: threading.Event) -> float:
-    """Heal every fault, let Prometheus scrape the last state (not after an interrupt), stop
-    every node; returns the window's end. Until the runner itself stops a node, any exit is a
-    crash: supervision goes on through the drain (noted, counted, published for the last scrape)."""
+def _finish(cfg: RunConfig, topo: Topology, stop: threading.Event) -> tuple[float, float]:
+    """End the window, heal every fault, then drain: the nodes keep running while Prometheus
+    scrapes for the longest gate ``for`` plus two intervals, so a breach that began just
+    before the window's end can still be seen to last (not after an interrupt). Until the
+    runner itself stops a node, any exit is a crash: supervision goes on through the drain.
+    Returns (the window's end, the end of the drain)."""
+    ended = time.time()
     topo.chaos.heal_all()
-    drain_until = time.monotonic() + (0.0 if stop.is_set() else 2 * cfg.interval_s)
+    topo.notes.extend(topo.chaos.heal_errors)
+    drain_until = time.monotonic() + (0.0 if stop.is_set() else MAX_FOR_SECS + 2 * cfg.interval_s)
     topo.supervise()
     while time.monotonic() < drain_until and not stop.wait(0.2):
         topo.supervise()
     topo.supervise()
-    ended = time.time()
+    horizon = time.time()
     for node in topo.nodes.values():
         node.stop()
     topo.publish()
-    return ended
+    return ended, horizon
 
 
 def _own_tables_gone() -> list[str]:

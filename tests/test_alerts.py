@@ -113,8 +113,6 @@ _DISK_GRACE = "disk growth during a restart is exempt and fires once the 15s gra
 _DOWN_GRACE = "a process down during its restart is silent and fires if it stays down past the 15s grace"
 _DOWN_NOT_EXEMPT = ("a process down longer than for fires, and a pause on it or a restart of another node "
                     "does not exempt it")
-_REPORT_GRACE = "a report gap during a pause is exempt on that node and fires once the 10s grace has passed"
-_REPORT_AFTER_RESTART = "a node that reports again right after its restart stays silent"
 _LAG_OUTSIDE = "a node that believes it is in step but lags the topology fires on the outside view"
 _LAG_OUTSIDE_DISCONNECTED = ("the outside view of a disconnected node is left out too, and fires once the 15s "
                              "grace has passed")
@@ -124,17 +122,16 @@ RULE_MUTANTS = {
     "no exemption at all": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > 1e12)"),
         (_LAG_ONLY_DURING, _LAG_OUTSIDE_DISCONNECTED, _PRESSURE_ONLY, _BURST_GRACE, _RSS_GRACE, _FD_GRACE,
-         _DISK_GRACE, _DOWN_GRACE, _REPORT_GRACE)),
+         _DISK_GRACE, _DOWN_GRACE)),
     "every grace a minute longer (the old blanket grace)": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > -60)"),
-        (_LAG_OUTLASTS, _PRESSURE_OUTLASTS, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE,
-         _REPORT_GRACE)),
+        (_LAG_OUTLASTS, _PRESSURE_OUTLASTS, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE)),
     "every grace 15s shorter": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > 15)"),
-        (_LAG_ONLY_DURING, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE, _REPORT_AFTER_RESTART)),
+        (_LAG_ONLY_DURING, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE)),
     "a fault exempts its whole topology": (
         lambda r: r.replace(_NODE_UNLESS, _NODE_UNLESS.replace(", node", "")),
-        (_LAG_ONLY_DURING, _PRESSURE_ONLY, _DOWN_NOT_EXEMPT, _REPORT_GRACE,
+        (_LAG_ONLY_DURING, _PRESSURE_ONLY, _DOWN_NOT_EXEMPT,
          "one reason taking over a third of the checks in 5m fires a warning after for")),
     "any action exempts every node gate": (
         lambda r: re.sub(r'soak_chaos_exempt_until_timestamp_seconds\{action=~"[^"]*"\}',
@@ -144,7 +141,7 @@ RULE_MUTANTS = {
          "a disconnect exempting nothing",
          "a steady RSS is silent and a leak fires after warm-up and for",
          "disk growth fires after warm-up and for, and a pause or disconnect does not exempt it",
-         _DOWN_NOT_EXEMPT, _REPORT_GRACE)),
+         _DOWN_NOT_EXEMPT)),
     "lag from the node's own view only": (
         lambda r: r.replace(' or label_replace(soak_consensus_height_behind_topology, "view", "outside", "", "")', ""),
         (_LAG_OUTSIDE, _LAG_OUTSIDE_DISCONNECTED)),

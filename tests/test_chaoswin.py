@@ -2,6 +2,7 @@
 windows the runner writes: faults excuse only what they can explain."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -26,13 +27,21 @@ def test_overlapping_faults_are_counted_the_first_to_end_keeps_the_other_active(
 def test_a_fault_shorter_than_a_scrape_still_exempts_its_node_for_the_actions_grace() -> None:
     # A 1 s restart between two scrapes: the next scrape still carries its end + grace.
     windows = [W("storage", "restart", "r", T0 + 0.2, T0 + 1.2)]
-    until = chaoswin.exempt_until(windows, now=T0 + 2)
+    until = chaoswin.exempt_until(windows)
     assert until == {("storage", "restart"): pytest.approx(T0 + 1.2 + ACTIONS["restart"].grace_secs)}
 
 
-def test_an_open_window_exempts_until_now_plus_grace_and_only_its_own_node() -> None:
-    until = chaoswin.exempt_until([W("observer", "pause", "p", T0)], now=T0 + 100)
-    assert until == {("observer", "pause"): T0 + 100 + ACTIONS["pause"].grace_secs}
+def test_an_open_window_exempts_its_own_node_whatever_the_scrape_interval() -> None:
+    # +Inf while in effect: the exemption cannot lapse between two scrapes.
+    until = chaoswin.exempt_until([W("observer", "pause", "p", T0)])
+    assert until == {("observer", "pause"): math.inf}
+
+
+def test_the_report_gap_clock_pauses_for_the_nodes_own_down_faults_only() -> None:
+    windows = [W("storage", "pause", "p", T0 + 10, T0 + 310), W("observer", "kill", "k", T0, T0 + 500)]
+    gap = chaoswin.report_gap_seconds(T0, "storage", windows, now=T0 + 400)
+    assert gap == pytest.approx(400 - 300 - ACTIONS["pause"].grace_secs)
+    assert chaoswin.report_gap_seconds(None, "storage", windows, now=T0) is None
 
 
 def test_graces_are_short_and_stated_per_action() -> None:

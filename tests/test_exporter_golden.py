@@ -50,7 +50,7 @@ def exposition(folder: Path) -> str:
     registry.register(SoakCollector(setup, settle_s=0.0))
     text = generate_latest(registry).decode()
     # Values read from the wall clock at scrape time are left out (the HELP/TYPE lines stay).
-    wall_clock = ("soak_exporter_scrape_duration_seconds{", "soak_consensus_stall_seconds{")
+    wall_clock = ("soak_exporter_scrape_duration_seconds{", "soak_consensus_stall_seconds{", "soak_report_gap_seconds{")
     return "".join(line + "\n" for line in text.splitlines() if not line.startswith(wall_clock))
 
 
