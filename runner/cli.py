@@ -13,10 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile
+from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile, weak_overrides
 from runner import ports, reaper
 from runner.config import RunConfig
-from runner.plan import Continuous, load_plan
+from runner.plan import MAX_SECS, Continuous, load_plan
 from runner.topofile import CustomTopology, is_topology_file, load_topology_file
 from runner.topology import TOPOLOGY_NODES, LaunchSettings
 from soakcore.errors import UsageError, run_cli
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-lag-p95", type=finite)
     a("--max-distfs-failure-ratio", type=finite)
     a("--threshold", action="append", default=[], metavar="KEY=VALUE", help="override any profile threshold")
+    a("--allow-weak-gates", action="store_true", help="run even when an override leaves a gate unable to fail "
+      "(a ratio of 1, more DistFS checks than the run makes, a duration threshold as long as the run); "
+      "such gates are listed in the verdict")
     a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
     a("--prometheus-url")
     a("--alertmanager-url")
@@ -95,7 +98,7 @@ def _positive(name: str, value: float | None) -> None:
 def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     """Every setting resolved and validated (UsageError, exit 2) before anything starts."""
     now = time.time() if now is None else now
-    profile = _profile(a)
+    profile, overrides = _profile(a)
     custom = _custom_topology(a.topology)
     topologies = (custom.name,) if custom else _builtin_topologies(a.topology or a.topologies
                                                                    or ",".join(profile.topologies))
@@ -103,6 +106,10 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     _check_tools(a)
     seed = a.seed if a.seed is not None else int(now) % 100000
     duration = a.duration_secs or profile.duration_secs
+    weak = tuple(weak_overrides(overrides, duration, a.tick_ms))
+    if weak and not a.allow_weak_gates:
+        raise UsageError(f"threshold overrides that leave a gate unable to fail: {'; '.join(weak)} "
+                         "(give --allow-weak-gates to run anyway; they are then listed in the verdict)")
     known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
     selected = {t: known_nodes[t] for t in topologies}
     events = load_plan(a.chaos_plan, known_nodes, duration) if a.chaos_plan else ()
@@ -126,10 +133,11 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed),
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
         abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
-        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port)
+        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port, weak_gates=weak)
 
 
-def _profile(a: argparse.Namespace) -> Profile:
+def _profile(a: argparse.Namespace) -> tuple[Profile, dict[str, float]]:
+    """The profile with the command line's overrides, and those overrides."""
     overrides: dict[str, float | None] = {"max_stall_secs": a.max_stall_secs, "max_lag_p95": a.max_lag_p95,
                                           "max_distfs_failure_ratio": a.max_distfs_failure_ratio}
     for item in a.threshold:
@@ -138,7 +146,8 @@ def _profile(a: argparse.Namespace) -> Profile:
             overrides[key] = finite(value) if sep else None
         except argparse.ArgumentTypeError:
             raise UsageError(f"--threshold {item}: expected KEY=NUMBER (a finite number)") from None
-    return get_profile(a.profile).with_overrides(overrides)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    return get_profile(a.profile).with_overrides(overrides), explicit
 
 
 def _builtin_topologies(csv: str) -> tuple[str, ...]:
@@ -150,14 +159,25 @@ def _builtin_topologies(csv: str) -> tuple[str, ...]:
     return topologies
 
 
+# Smallest sensible value of the positive flags (a 1 ns poll would be a busy loop); every time
+# is at most MAX_SECS (~115 days), which a timed wait accepts.
+MINIMUM = {"duration_secs": 0, "startup_timeout_secs": 0, "poll_interval_secs": 0.1, "epoch_secs": 0.1,
+           "tick_ms": 0, "chaos_continuous_interval_secs": 0.1}
+MAX_CONTINUOUS_EVENTS = 100_000
+
+
 def _check_numbers(a: argparse.Namespace) -> None:
-    for name in ("duration_secs", "startup_timeout_secs", "poll_interval_secs", "epoch_secs", "tick_ms",
-                 "chaos_continuous_interval_secs"):
-        _positive("--" + name.replace("_", "-"), getattr(a, name))
+    for name, minimum in MINIMUM.items():
+        flag, value = "--" + name.replace("_", "-"), getattr(a, name)
+        _positive(flag, value)
+        if value is not None and not minimum <= value <= MAX_SECS * (1000 if name == "tick_ms" else 1):
+            raise UsageError(f"{flag}: expected {minimum:g}..{MAX_SECS:g}, got {value:g}")
     for name in ("chaos_continuous_start_sec", "chaos_continuous_max_events", "chaos_continuous_restart_down_secs",
                  "chaos_continuous_pause_duration_secs"):
         if getattr(a, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')}: must not be negative, got {getattr(a, name):g}")
+        if getattr(a, name) > MAX_SECS:
+            raise UsageError(f"--{name.replace('_', '-')}: expected at most {MAX_SECS:g}, got {getattr(a, name):g}")
     if a.exporter_port and not 1024 <= a.exporter_port <= 65535:
         raise UsageError(f"--exporter-port: expected 1024..65535, got {a.exporter_port}")
     if not 1024 <= a.base_port <= 65000:
@@ -214,6 +234,12 @@ def _check_tools(a: argparse.Namespace) -> None:
 def _continuous(a: argparse.Namespace, seed: int) -> Continuous | None:
     if not (a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan)):
         return None
+    duration = a.duration_secs or get_profile(a.profile).duration_secs
+    count = max(0.0, duration - a.chaos_continuous_start_sec) / a.chaos_continuous_interval_secs
+    if not a.chaos_continuous_max_events and count > MAX_CONTINUOUS_EVENTS:
+        raise UsageError(f"--chaos-continuous-interval-secs {a.chaos_continuous_interval_secs:g}: {count:.0f} events "
+                         f"in {duration:g}s, more than {MAX_CONTINUOUS_EVENTS}; use a longer interval or "
+                         "--chaos-continuous-max-events")
     actions = tuple(a.chaos_continuous_actions.split(","))
     bad = [x for x in actions if x not in CHAOS_ACTIONS]
     if bad:

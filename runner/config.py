@@ -35,6 +35,7 @@ class RunConfig:
     custom_topologies: tuple[CustomTopology, ...] = ()
     exporter_port: int = 0              # 0: a free port (a fixed one suits an existing Prometheus)
     repeat_argv: tuple[str, ...] = ()   # `python3 -m runner <these>` repeats the run (same seed)
+    weak_gates: tuple[str, ...] = ()    # overrides that leave a gate unable to fail (--allow-weak-gates)
 
     def to_json(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:

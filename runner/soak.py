@@ -41,7 +41,7 @@ class Topology:
         self.state_path = self.dir / "run_state.json"
         self._lock = threading.Lock()
         self.chaos = ChaosEngine(name, self.nodes, chaos_log, self.publish, netcut.table_tag(os.getpid(), index))
-        self.notes: list[str] = []
+        self.notes: list[str] = [f"weak gate (--allow-weak-gates): {w}" for w in cfg.weak_gates]
         self.events = self._events()
 
     def _events(self) -> tuple[ChaosEvent, ...]:
@@ -233,5 +233,7 @@ def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None)
                    prometheus_url=stack.prometheus_url)
     code = write_reports(cfg.run_dir, verdicts, meta)
     status = "aborted" if stop.is_set() else ("ok" if code == 0 else "failed")
-    print(f"soak-run: verdict {status.upper()}: summary {cfg.run_dir / 'summary.json'} ({cfg.run_dir / 'summary.md'})")
+    weak = f" with {len(cfg.weak_gates)} weak gate(s): {'; '.join(cfg.weak_gates)}" if cfg.weak_gates else ""
+    print(f"soak-run: verdict {status.upper()}{weak}: summary {cfg.run_dir / 'summary.json'} "
+          f"({cfg.run_dir / 'summary.md'})")
     return code if not stop.is_set() else 1

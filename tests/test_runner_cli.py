@@ -16,6 +16,7 @@ from conftest import ROOT
 from runner.cli import build_parser, main, resolve
 from runner.plan import Continuous, continuous_events, load_plan
 from runner.topology import TOPOLOGY_NODES
+from soakcore.errors import UsageError
 
 EVERY_ACTION_PLAN = ROOT / "examples" / "chaos-every-action.json"
 
@@ -264,3 +265,19 @@ def test_a_server_missing_from_path_is_exit_2_before_the_run_dir_or_any_process(
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert res.returncode == 2 and res.stderr.startswith(f"soak-run: error: {missing} not found on PATH"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override", ["max_distfs_failure_ratio=1", "min_distfs_checks=1e12", "warmup_secs=100000",
+                                      "max_stall_secs=60"])
+def test_an_override_that_switches_a_gate_off_is_refused_unless_allowed_and_then_listed(
+        tmp_path: Path, override: str) -> None:
+    argv = ["--out-dir", str(tmp_path), "--duration-secs", "60", "--threshold", override]
+    with pytest.raises(UsageError, match="--allow-weak-gates"):
+        resolve(build_parser().parse_args(argv), now=1_800_000_000)
+    cfg = resolve(build_parser().parse_args([*argv, "--allow-weak-gates"]), now=1_800_000_000)
+    assert len(cfg.weak_gates) == 1 and override.split("=")[0] in cfg.weak_gates[0]
+
+
+def test_an_override_that_keeps_a_gate_able_to_fail_needs_no_permission(tmp_path: Path) -> None:
+    argv = ["--out-dir", str(tmp_path), "--duration-secs", "600", "--threshold", "max_stall_secs=60"]
+    assert resolve(build_parser().parse_args(argv), now=1_800_000_000).weak_gates == ()
