@@ -6,6 +6,7 @@ it raises EvaluationError (exit 3).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class GateResult:
     # Why the status is not simply the window's value against the threshold (an alert that
     # fired where the query passed, a threshold that cannot be judged against).
     note: str | None = None
+    # The time the gate's query was evaluated at (``until``, or later to see a breach that
+    # began by ``until`` last its ``for``): what reproduces it.
+    evaluated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class TopologyVerdict:
     rules_evaluated: bool = True
     prometheus_version: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)   # the numbers actually used
+    # Latest time judged: a breach that began by ``until`` was watched up to here (its
+    # gate's ``for`` plus a scrape past ``until``, within the data's horizon).
+    judged_until: float | None = None
 
     @property
     def metric_gate_status(self) -> str:
@@ -132,14 +139,31 @@ def _secs(duration: str) -> int:
     return int(float(duration[:-1]) * units[duration[-1]])
 
 
+# How late Prometheus may first see a breach that began at the window's end (one scrape),
+# when the caller does not say.
+SCRAPE_SECS = 15.0
+
+
+def gate_end(g: Gate, until: float, horizon: float | None, scrape_interval: float) -> float:
+    """Latest time at which ``g`` is judged: a breach that began by ``until`` needs its ``for``
+    (plus one scrape to be seen) to be a breach, so it is watched that long past ``until``,
+    never past the data's ``horizon``. Without a horizon nothing past ``until`` is used."""
+    if horizon is None:
+        return until
+    return max(until, min(horizon, until + _secs(g.for_) + scrape_interval))
+
+
 def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str,
-               since: float, until: float) -> GateResult:
+               since: float, until: float, end: float | None = None) -> GateResult:
+    """``g`` over [since, until]; with ``end`` past ``until``, a breach that began inside the
+    window is still seen to last its ``for`` (``gate_end``)."""
     step = step_for(since, until)
+    end = until if end is None else max(until, end)
     by = "run_id, topology, node"
     # A breach must have lasted ``for`` inside the window, so judging starts ``for`` after since.
     start = min(since + _secs(g.for_), until - step)
-    query = f"max by ({by}) (max_over_time({_window(_sustained(g), start, until, step)}))"
-    rows = [(lab, v) for lab, v in prom.instant(query, until) if _matches(lab, run_id, topology) and not math.isnan(v)]
+    query = f"max by ({by}) (max_over_time({_window(_sustained(g), start, end, step)}))"
+    rows = [(lab, v) for lab, v in prom.instant(query, end) if _matches(lab, run_id, topology) and not math.isnan(v)]
     # Ties go to the first node by name, so the same data always names the same node.
     worst = min(rows, key=lambda r: (-r[1], r[0].get("node", "")), default=None)
     value = worst[1] if worst else None
@@ -147,16 +171,18 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
         # A NaN threshold compares false with everything and +Inf can never be exceeded: the
         # gate could not have failed, which is not a pass.
         return GateResult(g.name, g.alert, g.severity, "insufficient_data", value, threshold, query, None, None,
-                          f"threshold {g.threshold_key} is {threshold}: the gate cannot fail, so it was not judged")
+                          f"threshold {g.threshold_key} is {threshold}: the gate cannot fail, so it was not judged",
+                          end)
     if value is not None and value > threshold:
-        first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, until, step)
-        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first)
+        first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, end, step)
+        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first,
+                          None, end)
     data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
     has_data = any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
     status = "pass" if has_data else "insufficient_data"
     # A node is named only when it measured something: "worst" of all-zero values means nothing.
     named = worst[0].get("node") if worst and worst[1] > 0 else None
-    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None)
+    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, None, end)
 
 
 def _first_failure(prom: Prom, g: Gate, threshold: float, labels: Labels, run_id: str | None, topology: str,
@@ -179,19 +205,53 @@ def thresholds_for(prom: Prom, profile: Profile, explicit: bool, run_id: str | N
     return values
 
 
+def data_horizon(prom: Prom, run_id: str | None, topology: str, until: float, limit: float) -> float:
+    """The run's latest sample in (until, limit] (its soak_run_info), else ``until``: past
+    the window only data that really exist are judged (a stopped exporter's series go stale;
+    a backfilled history simply ends)."""
+    if not limit > until:
+        return until
+    sel = f"topology={json.dumps(topology)}" + (f",run_id={json.dumps(run_id)}" if run_id else "")
+    q = f"max(max_over_time(timestamp(soak_run_info{{{sel}}})[{max(1, math.ceil(limit - until))}s:1s]))"
+    latest = max((v for _, v in prom.instant(q, limit) if math.isfinite(v)), default=until)
+    return min(limit, latest) if latest > until else until
+
+
+def max_for_secs() -> float:
+    """The longest ``for`` of any gate (read from the gates, whatever they are)."""
+    return max((_secs(g.for_) for g in GATES), default=0.0)
+
+
 def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | None, topology: str,
-             profile: Profile, explicit_profile: bool = True) -> TopologyVerdict:
+             profile: Profile, explicit_profile: bool = True, horizon: float | None = None,
+             scrape_interval: float | None = None) -> TopologyVerdict:
+    """Judge [since, until] of one run's topology.
+
+    ``horizon``: the data up to this time belong to the run (the runner's drain after the
+    window, with the nodes still running; now, on a live Prometheus). A breach that begins at
+    or before ``until`` and lasts its gate's ``for`` is then judged, looking up to
+    ``until + for + scrape_interval`` (never past ``horizon``), and alerts that fired up to
+    ``until + max for + 2 scrapes`` count. None (the default): nothing past ``until`` is
+    used, and a breach that begins within a gate's ``for`` of the end cannot be seen.
+    ``scrape_interval``: Prometheus's scrape interval (default 15 s), how late it may first
+    see a breach that began at ``until``."""
     prom = Prom(prometheus_url)
+    scrape = SCRAPE_SECS if scrape_interval is None else max(0.0, scrape_interval)
+    if horizon is not None:
+        horizon = data_horizon(prom, run_id, topology, until, min(horizon, until + max_for_secs() + 2 * scrape))
     thresholds = thresholds_for(prom, profile, explicit_profile, run_id, topology, until, since)
     results = tuple(judge_gate(prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
-                               run_id, topology, since, until) for g in GATES)
-    fired = _alerts_fired(prom, run_id, topology, since, until)
+                               run_id, topology, since, until, gate_end(g, until, horizon, scrape)) for g in GATES)
+    # An alert fires ``for`` plus up to an evaluation after its breach began (by ``until``).
+    alerts_until = until if horizon is None else max(until, min(horizon, until + max_for_secs() + 2 * scrape))
+    fired = _alerts_fired(prom, run_id, topology, since, alerts_until)
     evaluated = _rules_evaluated(prom, run_id, topology, since, until)
-    results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, until)
+    results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until)
     disagreements = overruled + (_disagreements(results, fired) if evaluated else ())
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
+    judged = max((gate_end(g, until, horizon, scrape) for g in GATES), default=until)
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries, evaluated, prom.version(), thresholds)
+                           series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged)
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:
@@ -221,7 +281,7 @@ def _alerts_overrule(prom: Prom, results: tuple[GateResult, ...], fired: tuple[d
         why = (f"alert {r.alert} fired{' on ' + node if node else ''} in the window while the window's query "
                f"{'passed' if r.status == 'pass' else 'found no data'}: counted as a failure of the gate")
         out.append(GateResult(r.name, r.alert, r.severity, "fail", r.value, r.threshold, r.query, node or r.worst_node,
-                              first, why))
+                              first, why, r.evaluated_at))
         said.append(f"{r.alert}: {why}")
     return tuple(out), tuple(said)
 
@@ -280,12 +340,14 @@ def profile_of(label: str, run_id: str, topology: str) -> Profile:
 
 
 def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: str | None,
-                    topology: str | None, profile: Profile | None) -> list[TopologyVerdict]:
+                    topology: str | None, profile: Profile | None, horizon: float | None = None,
+                    scrape_interval: float | None = None) -> list[TopologyVerdict]:
     """One verdict per (run, topology) seen in the window. ``profile`` None: each run's own
     profile (soak_run_info) and its exported thresholds; given: that profile's numbers."""
     verdicts = []
     for rid, topo, prof in discover(prometheus_url, since, until, run_id, topology):
         chosen = profile or profile_of(prof, rid, topo)
         verdicts.append(evaluate(prometheus_url, since, until, run_id=rid, topology=topo, profile=chosen,
-                                 explicit_profile=profile is not None))
+                                 explicit_profile=profile is not None, horizon=horizon,
+                                 scrape_interval=scrape_interval))
     return verdicts

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from alerts.profiles import PROFILES, get_profile
-from checker.api import RunMeta, TopologyMeta, TopologyVerdict, describe_runs, evaluate_window, runs_in_window
+from checker.api import (RunMeta, TopologyMeta, TopologyVerdict, describe_runs, discover, evaluate_window,
+                         max_for_secs, runs_in_window)
+from checker.promapi import Prom, duration_secs
 from checker.report import iso, write_reports
 from checker.tsdb import open_saved
 from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
 
+WAIT_PROGRESS_SECS = 15.0
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -67,14 +70,26 @@ Window = tuple[str | None, float, float]  # (topology or None for all, since, un
 
 def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str | None, out: Path, *,
           run_dir: Path | None = None, scenario: str = "unknown", seed: int | None = None,
-          notes: tuple[str, ...] = ()) -> int:
+          notes: tuple[str, ...] = (), live: bool = False, wait: bool = True,
+          horizons: dict[str, float] | None = None, scrape_interval: float | None = None) -> int:
     """Judge each window (every topology in it), write the outputs, return the exit code.
-    Nothing to judge is never a pass: exit 3 naming what was looked for and what was found."""
+    Nothing to judge is never a pass: exit 3 naming what was looked for and what was found.
+
+    ``live``: a Prometheus that is still scraping: its data past ``until`` are used to see a
+    breach that began at the end last its ``for``, waiting for them unless ``wait`` is False.
+    Otherwise ``horizons`` (per topology) say how far past its window a saved run's data go."""
     for note in notes:
         print(f"soak-check: warning: {note}", file=sys.stderr)
     explicit = get_profile(profile_name) if profile_name else None
+    if not any(discover(url, since, until, run_id, topology) for topology, since, until in windows):
+        raise EvaluationError(_nothing_found(url, windows, run_id) + "".join(f"; {n}" for n in notes))
+    horizons = dict(horizons or {})
+    if live:
+        horizon, scrape_interval = wait_for_window_end(Prom(url), max(w[2] for w in windows), wait)
     verdicts = [v for topology, since, until in windows
-                for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit)]
+                for v in evaluate_window(url, since, until, run_id=run_id, topology=topology, profile=explicit,
+                                         horizon=horizon if live else horizons.get(str(topology)),
+                                         scrape_interval=scrape_interval)]
     if not verdicts:
         raise EvaluationError(_nothing_found(url, windows, run_id) + "".join(f"; {n}" for n in notes))
     # Every topology asked for is kept: one without data is insufficient data, never dropped.
@@ -92,6 +107,24 @@ def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str
     _warn_insufficient(verdicts)
     print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")
     return code
+
+
+def wait_for_window_end(prom: Prom, until: float, wait: bool) -> tuple[float, float]:
+    """On a live Prometheus, wait until a breach that began at ``until`` can have lasted the
+    longest gate ``for`` and been scraped and evaluated; (the data's horizon, the scrape
+    interval). A progress line on stderr says why and how long."""
+    scrape = prom.config_interval("scrape_interval")
+    ready = until + max_for_secs() + max(scrape, prom.config_interval("evaluation_interval"))
+    left = ready - time.time()
+    if wait and left > 0:
+        print(f"soak-check: waiting {left:.0f} s (until {iso(ready)}): a breach that began at the window's end "
+              f"needs its gate's `for` (up to {max_for_secs():g} s) and one scrape and evaluation to be judged; "
+              "--no-wait judges at once", file=sys.stderr, flush=True)
+        while (left := ready - time.time()) > 0:
+            time.sleep(min(left, WAIT_PROGRESS_SECS))
+            if ready - time.time() > 0:
+                print(f"soak-check: waiting, {ready - time.time():.0f} s left", file=sys.stderr, flush=True)
+    return time.time(), scrape
 
 
 def _nothing_found(url: str, windows: list[Window], run_id: str | None) -> str:
@@ -144,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         until = parse_time(a.until, now, "--until") if a.until else now
         if until <= since:
             raise UsageError(f"--until must be after --since ({until:.0f} <= {since:.0f})")
-        return judge(url, [(a.topology, since, until)], a.run_id, a.profile, a.out or Path("."))
+        return judge(url, [(a.topology, since, until)], a.run_id, a.profile, a.out or Path("."), live=True,
+                     wait=not a.no_wait)
     run_cli("soak-check", body)
 
 
@@ -189,7 +223,9 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path, topology: str |
         raise UsageError(f"{tsdb}: no saved TSDB in this run directory")
     # Each topology over its own window: judged over a later one, a finished topology's
     # last samples would look like a stall.
-    windows: list[Window] = [(name, since, until) for name, (since, until) in _windows(cfg, path).items()]
+    spans = _windows(cfg, path)
+    windows: list[Window] = [(name, since, until) for name, (since, until, _) in spans.items()]
+    horizons = {name: horizon for name, (_, _, horizon) in spans.items() if horizon is not None}
     if topology is not None:
         if topology not in {w[0] for w in windows}:
             raise UsageError(f"--topology {topology!r}: not in {path} (topologies: {', '.join(str(w[0]) for w in windows)})")
@@ -198,28 +234,45 @@ def judge_run_dir(run_dir: Path, profile: str | None, out: Path, topology: str |
     with tempfile.TemporaryDirectory(prefix="soak-check-") as tmp, open_saved(tsdb, Path(tmp)) as (prom, notes):
         return judge(prom.url, windows, cfg.get("run_id"), profile or cfg.get("profile"), out,
                      run_dir=run_dir, scenario=str(launch.get("scenario", "unknown")), seed=cfg.get("seed"),
-                     notes=tuple(notes))
+                     notes=tuple(notes), horizons=horizons, scrape_interval=_scrape_interval(run_dir))
 
 
-def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float]]:
-    """Each topology's (since, until): the runner's ``windows`` map, or ``topologies`` entries
-    ``{name, started_at, ended_at}``."""
+def _windows(cfg: dict[str, object], path: Path) -> dict[str, tuple[float, float, float | None]]:
+    """Each topology's (since, until, horizon): the runner's ``windows`` map ``{name: [since,
+    until]}`` or ``{name: [since, until, horizon]}``, or ``topologies`` entries ``{name,
+    started_at, ended_at, horizon?}``. The horizon is the end of the drain after the window
+    (the nodes still running): a breach that began by ``until`` is watched up to it."""
     windows = cfg.get("windows")
     try:
         if isinstance(windows, dict) and windows:
-            return _finite({str(k): (float(v[0]), float(v[1])) for k, v in windows.items()}, path, "windows")
+            return _finite({str(k): (float(v[0]), float(v[1]), float(v[2]) if len(v) > 2 and v[2] is not None else None)
+                            for k, v in windows.items()}, path, "windows")
         entries: Any = cfg.get("topologies") or []
-        found = {str(t["name"]): (float(t["started_at"]), float(t["ended_at"])) for t in entries}
-    except (TypeError, ValueError, KeyError, IndexError) as exc:
-        raise InputError(path, "windows/topologies", f"expected {{name: [since, until]}} or "
+        found = {str(t["name"]): (float(t["started_at"]), float(t["ended_at"]),
+                                  float(t["horizon"]) if t.get("horizon") is not None else None) for t in entries}
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise InputError(path, "windows/topologies", f"expected {{name: [since, until(, horizon)]}} or "
                          f"[{{name, started_at, ended_at}}] with unix seconds ({exc!r})") from exc
     if not found:
         raise InputError(path, "windows", "missing (the run did not finish a topology)")
     return _finite(found, path, "topologies")
 
 
-def _finite(found: dict[str, tuple[float, float]], path: Path, field: str) -> dict[str, tuple[float, float]]:
-    for name, (since, until) in found.items():
+def _finite(found: dict[str, tuple[float, float, float | None]], path: Path,
+            field: str) -> dict[str, tuple[float, float, float | None]]:
+    for name, (since, until, horizon) in found.items():
         if not (math.isfinite(since) and math.isfinite(until) and 0 < since < until):
             raise InputError(path, f"{field}.{name}", f"window {since!r}..{until!r} is not a finite time span")
+        if horizon is not None and not (math.isfinite(horizon) and horizon >= until):
+            raise InputError(path, f"{field}.{name}", f"horizon {horizon!r} is not a time at or after {until!r}")
     return found
+
+
+def _scrape_interval(run_dir: Path) -> float | None:
+    """The run's scrape interval from its saved prometheus.yml (the first one: global)."""
+    try:
+        text = (run_dir / "prometheus.yml").read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"^\s*scrape_interval:\s*'?([0-9a-z]+)'?\s*$", text, re.MULTILINE)
+    return duration_secs(m.group(1)) if m else None

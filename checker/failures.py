@@ -50,7 +50,7 @@ def _gate_section(t: dict[str, Any], g: dict[str, Any], run_dir: Path | None) ->
              f"- when: {g['first_failed_at'] or 'n/a'}; worst node: {g['worst_node'] or '-'}; "
              f"value {fmt(g['value'])} vs threshold {fmt(g['threshold'])}", "",
              *([f"- note: {g['note']}", ""] if g.get("note") else []),
-             f"Reproduce (instant query at {t['window']['until'] if t['window'] else '-'}; "
+             f"Reproduce (instant query at {g.get('evaluated_at') or (t['window']['until'] if t['window'] else '-')}; "
              f'keep the series with run_id="{t["run_id"]}", topology="{t["topology"]}"):', "```promql", g["query"], "```"]
     chaos = _chaos_near(t, g, run_dir)
     lines += ["Chaos around it:", "```", *(chaos or ["(none)"]), "```"]

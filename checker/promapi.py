@@ -163,9 +163,10 @@ class Prom:
         version = self._get("/api/v1/status/buildinfo", {}).get("version")
         return version if isinstance(version, str) else None
 
-    def evaluation_interval(self, default: float = 60.0) -> float:
-        """The server's rule evaluation interval in seconds (its config), else ``default``.
-        Only a hint for how long to wait: any failure gives the default."""
+    def config_interval(self, key: str, default: float = 60.0) -> float:
+        """``scrape_interval`` or ``evaluation_interval`` of the server's global config in
+        seconds, else ``default`` (Prometheus's own default is 1m). Only a hint for how long
+        to wait and look: any failure gives the default."""
         try:
             text = self._get("/api/v1/status/config", {}).get("yaml")
         except EvaluationError:
@@ -173,11 +174,14 @@ class Prom:
         if not isinstance(text, str):
             return default
         for line in text.splitlines():
-            key, _, value = line.strip().partition(":")
-            if key == "evaluation_interval":
+            name, _, value = line.strip().partition(":")
+            if name == key:
                 secs = duration_secs(value.strip())
                 return secs if secs is not None and 0 < secs <= 3600 else default
         return default
+
+    def evaluation_interval(self, default: float = 60.0) -> float:
+        return self.config_interval("evaluation_interval", default)
 
 
 def duration_secs(text: str) -> float | None:

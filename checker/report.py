@@ -51,7 +51,7 @@ def _unjudged_gates(profile: Profile) -> dict[str, Any]:
                      "alert": g.alert, "value": None,
                      "threshold": profile.thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
                      "query": g.value, "worst_node": None, "first_failed_at": None,
-                     "note": "no data for this topology in its window"} for g in GATES}
+                     "note": "no data for this topology in its window", "evaluated_at": None} for g in GATES}
 
 
 def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
@@ -71,10 +71,11 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, prof
         "gates": {g.name: {"status": g.status, "outcome": outcome(g.status, g.severity),
                            "severity": g.severity, "alert": g.alert, "value": g.value,
                            "threshold": g.threshold, "query": g.query, "worst_node": g.worst_node,
-                           "first_failed_at": iso(g.first_failed_at), "note": g.note}
+                           "first_failed_at": iso(g.first_failed_at), "note": g.note,
+                           "evaluated_at": iso(g.evaluated_at)}
                   for g in (v.gates if v else ())} if v else _unjudged_gates(profile),
         "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
-        "window": {"since": iso(v.since), "until": iso(v.until)} if v else None,
+        "window": {"since": iso(v.since), "until": iso(v.until), "judged_until": iso(v.judged_until)} if v else None,
         "chaos_windows": [{**w, "start": iso(w["start"]), "end": iso(w["end"])}
                           for w in (v.series.get("chaos_windows", []) if v else [])],
         "alert_crosscheck": ("done" if v.rules_evaluated else "skipped: no rule evaluations in the window")

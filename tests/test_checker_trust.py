@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 import checker.cli
 from alerts.gates import GATES, Gate
 from alerts.profiles import get_profile
-from checker.api import GateResult, RunMeta, TopologyVerdict, evaluate
+from checker.api import GateResult, RunMeta, TopologyVerdict, evaluate, max_for_secs
 from checker.cli import main
 from checker.promapi import Prom
 from checker.report import write_reports
@@ -34,6 +35,8 @@ DURATION = 900.0
 UNTIL = START + DURATION
 DRAIN = 60.0                  # data the runner keeps scraping after the window
 
+NOW0 = float(int(time.time()))   # a run that ended just now, for the live wait
+
 # Whatever the gates are: one critical and (if any) one warning-severity gate whose alert fires.
 CRITICAL = next(g for g in GATES if g.severity == "critical")
 WARNING = next((g for g in GATES if g.severity == "warning"), None)
@@ -45,6 +48,7 @@ HISTORIES = [
     # The process goes down 10 s before the end of the window and stays down through the drain.
     History("late_breach", "triad", ("triad",), START, DURATION + DRAIN, step=5.0,
             faults=(Fault("down", DURATION - 10, DURATION + DRAIN + 5, "triad"),)),
+    History("recent", "triad", ("triad",), NOW0 - 1800, 1800.0),
     History("nan_threshold", "triad", ("triad",), START, DURATION,
             thresholds=(("max_lag_p95", math.nan), ("max_stall_secs", math.inf))),
     History("alerted", "triad", ("triad",), START, DURATION, rules_evaluated=True,
@@ -507,3 +511,67 @@ def test_a_nan_or_infinite_threshold_is_not_judged_and_never_reaches_summary_jso
     assert all("cannot fail" in gates[name]["note"] for name in weak)
     assert doc["thresholds"]["max_lag_p95"] is None
     assert code == 0 and "insufficient data for" in err      # smoke: insufficient data warns
+
+
+# 6. The whole window is judged --------------------------------------------------------------
+
+def test_a_breach_that_begins_10s_before_the_end_is_judged_when_the_drain_was_scraped(prometheus: Service) -> None:
+    profile = get_profile("soak_smoke")
+    blind = evaluate(prometheus.url, START, UNTIL, run_id="late_breach", topology="triad", profile=profile)
+    seen = evaluate(prometheus.url, START, UNTIL, run_id="late_breach", topology="triad", profile=profile,
+                    horizon=UNTIL + DRAIN, scrape_interval=5)
+    newly = {g.name for g in seen.gates if g.status == "fail"} - {g.name for g in blind.gates if g.status == "fail"}
+    by_name = {g.name: g for g in GATES}
+    # The process went down 10 s before the end: gates with a `for` longer than that could
+    # not see it last inside the window, and see it now.
+    assert newly and all(by_name[n].for_ != "0s" for n in newly), newly
+    assert blind.status == "ok" and seen.status == "failed"
+    for g in seen.gates:
+        if g.name in newly:
+            assert g.first_failed_at is not None and UNTIL - 10 < g.first_failed_at <= UNTIL + 30 + 5
+            assert g.evaluated_at is not None and UNTIL < g.evaluated_at <= UNTIL + DRAIN
+    assert seen.judged_until is not None and UNTIL < seen.judged_until <= UNTIL + DRAIN
+    # A breach that begins after the window is not the window's: nothing past the horizon.
+    same = evaluate(prometheus.url, START, UNTIL - 20, run_id="late_breach", topology="triad", profile=profile,
+                    horizon=UNTIL + DRAIN, scrape_interval=5)
+    assert not {g.name for g in same.gates if g.status == "fail"} & newly
+
+
+def test_past_the_end_only_data_that_exist_are_judged(prometheus: Service) -> None:
+    # "fine" ends at UNTIL: a horizon far beyond changes nothing (no values made up past the data).
+    profile = get_profile("soak_smoke")
+    v = evaluate(prometheus.url, START, UNTIL, run_id="fine", topology="triad", profile=profile, horizon=UNTIL + 3600)
+    assert v.judged_until == UNTIL and all(g.evaluated_at == UNTIL for g in v.gates)
+    assert v.status == "ok"
+
+
+def test_soak_check_on_a_live_prometheus_judges_the_drain_after_the_window(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, *window(prometheus, tmp_path, "--run-id", "late_breach"))
+    assert code == 1, err
+    assert "SoakProcess" in (tmp_path / "failures.md").read_text() or "fail" in err.lower()
+
+
+@pytest.mark.parametrize(("horizon", "code"), [(None, 0), (UNTIL + DRAIN, 1)])
+def test_re_judging_uses_the_drain_the_run_config_records(
+        horizon: float | None, code: int, prometheus: Service, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    span = (START, UNTIL) if horizon is None else (START, UNTIL, horizon)
+    run_dir = make_run_dir(prometheus, tmp_path / "run", "late_breach", {"triad": span})  # type: ignore[dict-item]
+    got, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"))
+    assert got == code, err
+
+
+def test_a_window_ending_now_waits_for_the_longest_for_unless_told_not_to(
+        prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # This Prometheus scrapes and evaluates every 1m (its default): ready at until + max for + 60 s.
+    until = time.time() - max_for_secs() - 60 + 2.0
+    args = ("--prometheus", prometheus.url, "--since", str(until - 300), "--until", str(until), "--run-id", "recent")
+    t0 = time.monotonic()
+    code, _, err = cli(capsys, *args, "--out", str(tmp_path / "waited"))
+    waited = time.monotonic() - t0
+    assert code == 0, err
+    assert err.startswith("soak-check: waiting ") and "--no-wait" in err and waited >= 1.5
+    t0 = time.monotonic()
+    code, _, err = cli(capsys, *args, "--out", str(tmp_path / "at-once"), "--no-wait")
+    assert code == 0 and "waiting" not in err and time.monotonic() - t0 < 1.5
