@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from runner.topology import node_specs
 from soakcore.errors import UsageError
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "soak-run-ports"
+REAPER_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,22 @@ class Reservation:
         self.fds = []
 
 
+def _lock(fd: int) -> bool:
+    """Take the port's lock. Held on behalf of a runner that is gone, it is its reaper still
+    cleaning up (it holds the locks until it is done): wait for that, a few seconds at most."""
+    deadline = time.monotonic() + REAPER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            words = os.pread(fd, 4096, 0).decode(errors="replace").split()
+            pid = int(words[2].rstrip(",")) if len(words) > 2 and words[2].rstrip(",").isdigit() else None
+            if pid is None or psutil.pid_exists(pid) or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
 def _share(path: Path, mode: int) -> None:
     try:
         if path.stat().st_uid == os.geteuid():
@@ -128,9 +146,7 @@ def reserve(uses: list[PortUse], owner: str) -> Reservation:
                 _share(path, 0o666)
             except PermissionError:  # another user's lock file: lock it read-only, write nothing
                 fd = os.open(path, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _lock(fd):
                 who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 what = next(u.what for u in uses if u.port == port)

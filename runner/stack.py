@@ -35,6 +35,11 @@ class Stack:
     query_error: str | None = None         # why the last query() failed
 
     @property
+    def prometheus_interval(self) -> str:
+        """The poll interval as a Prometheus duration (whole units only: 1500ms, not 1.5s)."""
+        return f"{round(self.interval_s * 1000)}ms"
+
+    @property
     def exporter_target(self) -> str:
         return f"{LOCALHOST}:{self.exporter_port}"
 
@@ -47,7 +52,7 @@ class Stack:
         shutil.copy(RULES, self.run_dir / "rules.yml")
         assert self.alertmanager_url is not None
         config = Template(TEMPLATE.read_text()).substitute(
-            interval=f"{self.interval_s:g}s", rules_file=str(self.run_dir / "rules.yml"),
+            interval=self.prometheus_interval, rules_file=str(self.run_dir / "rules.yml"),
             alertmanager=f"'{urllib.parse.urlparse(self.alertmanager_url).netloc}'", exporter=self.exporter_target)
         (self.run_dir / "prometheus.yml").write_text(config)
         prom = start_prometheus(self.run_dir / "prometheus.yml", self.run_dir / "prometheus")
@@ -71,7 +76,7 @@ class Stack:
               f"the gate rules. Add to its prometheus.yml, then reload it (POST /-/reload):\n"
               f"  rule_files: ['{RULES}']\n"
               f"  scrape_configs:\n    - job_name: soak-exporter\n"
-              f"      scrape_interval: {self.interval_s:g}s\n"
+              f"      scrape_interval: {self.prometheus_interval}\n"
               f"      static_configs: [{{targets: ['{self.exporter_target}']}}]\n"
               f"  alerts go to {self.alertmanager_url or 'the Alertmanagers that Prometheus is configured with'}",
               file=sys.stderr)

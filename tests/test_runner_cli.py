@@ -281,3 +281,16 @@ def test_an_override_that_switches_a_gate_off_is_refused_unless_allowed_and_then
 def test_an_override_that_keeps_a_gate_able_to_fail_needs_no_permission(tmp_path: Path) -> None:
     argv = ["--out-dir", str(tmp_path), "--duration-secs", "600", "--threshold", "max_stall_secs=60"]
     assert resolve(build_parser().parse_args(argv), now=1_800_000_000).weak_gates == ()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration-secs", "1e300"], "--duration-secs: expected 0..1e+07, got 1e+300"),
+    (["--poll-interval-secs", "0.001"], "--poll-interval-secs: expected 0.1..1e+07"),
+    (["--chaos-continuous-enable", "--chaos-continuous-interval-secs", "0.1", "--duration-secs", "1e6"],
+     "9999700 events in 1e+06s, more than 100000"),
+])
+def test_numbers_that_would_hang_or_flood_the_run_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               args: list[str], message: str) -> None:
+    code, err = _soak_run(tmp_path, capsys, *args)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists()
