@@ -130,7 +130,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
                               a.status_endpoints, node_args),
         interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
-        chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed),
+        chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed, duration),
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
         abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
         custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port, weak_gates=weak)
@@ -231,12 +231,11 @@ def _check_tools(a: argparse.Namespace) -> None:
             find_binary(ALERTMANAGER_BIN)
 
 
-def _continuous(a: argparse.Namespace, seed: int) -> Continuous | None:
+def _continuous(a: argparse.Namespace, seed: int, duration: float) -> Continuous | None:
     if not (a.chaos_continuous_enable or (a.enable_chaos and not a.chaos_plan)):
         return None
-    duration = a.duration_secs or get_profile(a.profile).duration_secs
     count = max(0.0, duration - a.chaos_continuous_start_sec) / a.chaos_continuous_interval_secs
-    if not a.chaos_continuous_max_events and count > MAX_CONTINUOUS_EVENTS:
+    if min(count, a.chaos_continuous_max_events or count) > MAX_CONTINUOUS_EVENTS:
         raise UsageError(f"--chaos-continuous-interval-secs {a.chaos_continuous_interval_secs:g}: {count:.0f} events "
                          f"in {duration:g}s, more than {MAX_CONTINUOUS_EVENTS}; use a longer interval or "
                          "--chaos-continuous-max-events")
