@@ -22,6 +22,21 @@ from checker.report import iso, write_reports
 from checker.tsdb import open_saved
 from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
 
+EPILOG = """\
+exit codes: 0 pass, 1 a gate failed (also missing data under endurance/release), 2 bad
+arguments, 3 could not evaluate (Prometheus unreachable or not answering like Prometheus, no
+run in the window, an unknown profile label, an internal error: its traceback is in the log
+file the error line names).
+
+A window ending less than the longest gate `for` plus one scrape/evaluation ago is judged
+after waiting for it (--no-wait: now), so that a breach that began at the end is seen to
+last. A warning-severity gate that failed is WARN: reported, never the exit code. An alert
+that fired in the window while the gate's query passed fails that gate (with a note).
+
+--run-dir RUN judges a finished run again from its saved TSDB into RUN/rejudge-<UTC time>/
+(or --out), never over the run's own files; every topology of its run_config.json is kept
+(no data: insufficient data); damaged TSDB blocks are left out and named in the verdict.
+"""
 WAIT_PROGRESS_SECS = 15.0
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -150,7 +165,8 @@ def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
-        p = _Parser(prog="soak-check", description="Judge a soak window from Prometheus.")
+        p = _Parser(prog="soak-check", description="Judge a soak window from Prometheus.",
+                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
         p.add_argument("--prometheus", help="Prometheus base URL")
         p.add_argument("--since", help="30m | RFC3339 | unix seconds")
         p.add_argument("--until", help="default: now")

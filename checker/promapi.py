@@ -159,8 +159,12 @@ class Prom:
         return self._parse("/api/v1/query_range", params, parse_range)  # type: ignore[no-any-return]
 
     def version(self) -> str | None:
-        """The server's version, for provenance (None if it does not say)."""
-        version = self._get("/api/v1/status/buildinfo", {}).get("version")
+        """The server's version, for provenance only: None if it does not say (a proxy or an
+        older server without the endpoint is no reason not to judge)."""
+        try:
+            version = self._get("/api/v1/status/buildinfo", {}).get("version")
+        except EvaluationError:
+            return None
         return version if isinstance(version, str) else None
 
     def config_interval(self, key: str, default: float = 60.0) -> float:

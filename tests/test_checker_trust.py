@@ -8,6 +8,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +30,7 @@ from checker.promapi import Prom
 from checker.report import write_reports
 from checker.testing import Fault, History, backfill
 from soakcore.errors import EvaluationError
-from soakcore.services import Service, start_prometheus
+from soakcore.services import Service, free_port, start_prometheus
 
 START = 1767225600.0          # 2026-01-01T00:00:00Z
 DURATION = 900.0
@@ -371,6 +373,35 @@ def test_a_tsdb_block_prometheus_rejects_is_dropped_and_reported(tmp_path: Path,
     assert f"TSDB block {older.name} rejected by Prometheus" in err
 
 
+def test_a_damaged_wal_is_reported_from_prometheus_own_log(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # A short run lives in the WAL, not in blocks: let a real Prometheus write one (it scrapes
+    # itself for a few seconds), then damage it. Prometheus repairs it and says so in its log.
+    run_dir, _, _ = _two_block_run(tmp_path)
+    port = free_port()
+    (tmp_path / "scrape.yml").write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n"
+                                         f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    prom = start_prometheus(tmp_path / "scrape.yml", run_dir / "prometheus", port=port,
+                            extra_args=("--storage.tsdb.retention.time=100y",))
+    wal = run_dir / "prometheus" / "wal"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(f.stat().st_size for f in wal.glob("0*")) < 4000:
+            time.sleep(0.3)
+    finally:
+        prom.stop()
+    segment = max((run_dir / "prometheus" / "wal").glob("0*"), key=lambda f: f.stat().st_size)
+    data = bytearray(segment.read_bytes())
+    assert len(data) > 1000
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    segment.write_bytes(bytes(data))
+    code, _, err = cli(capsys, "--run-dir", str(run_dir), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "Prometheus on the saved TSDB" in err and "corrupt" in err.lower()
+    notes = json.loads((tmp_path / "out" / "summary.json").read_text())["notes"]
+    assert any("corrupt" in n.lower() for n in notes)
+
+
 def test_a_run_whose_only_block_is_damaged_exits_3_naming_it(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     run_dir, block, _ = _two_block_run(tmp_path)
@@ -575,3 +606,18 @@ def test_a_window_ending_now_waits_for_the_longest_for_unless_told_not_to(
     t0 = time.monotonic()
     code, _, err = cli(capsys, *args, "--out", str(tmp_path / "at-once"), "--no-wait")
     assert code == 0 and "waiting" not in err and time.monotonic() - t0 < 1.5
+
+
+def test_any_cli_exits_3_on_an_unexpected_exception_with_the_traceback_in_a_temporary_log() -> None:
+    # At process level, in a command that has no folder of its own: the log is a temp file.
+    done = subprocess.run([sys.executable, "-c", "from soakcore.errors import run_cli\n"
+                           "def body():\n    return {}['missing']\nrun_cli('soak-demo', body)"],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 3
+    line = one_line(done.stderr)
+    assert line.startswith("soak-demo: internal error: KeyError: 'missing' (traceback in ")
+    log = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
+    try:
+        assert "Traceback" in log.read_text() and "in body" in log.read_text()
+    finally:
+        log.unlink()
