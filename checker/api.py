@@ -246,7 +246,11 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     alerts_until = until if horizon is None else max(until, min(horizon, until + max_for_secs() + 2 * scrape))
     fired = _alerts_fired(prom, run_id, topology, since, alerts_until)
     evaluated = _rules_evaluated(prom, run_id, topology, since, until)
-    results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until)
+    # Each alert counts only if it fired within its own gate's ``for`` (+ 2 scrapes) of the
+    # end: a breach that began after the window is not the window's.
+    limits = {g.name: until if horizon is None else max(until, min(horizon, until + _secs(g.for_) + 2 * scrape))
+              for g in GATES}
+    results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until, limits)
     disagreements = overruled + (_disagreements(results, fired) if evaluated else ())
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
     judged = max((gate_end(g, until, horizon, scrape) for g in GATES), default=until)
@@ -261,8 +265,8 @@ def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str],
 
 
 def _alerts_overrule(prom: Prom, results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...],
-                     run_id: str | None, topology: str, since: float,
-                     until: float) -> tuple[tuple[GateResult, ...], tuple[str, ...]]:
+                     run_id: str | None, topology: str, since: float, until: float,
+                     limits: dict[str, float] | None = None) -> tuple[tuple[GateResult, ...], tuple[str, ...]]:
     """An alert that fired in the window while the checker's query passed (or found no data)
     is a failure of that gate: Prometheus saw the breach live, on every sample, with the same
     definition; the window's query can only have stepped over it. Under a warning-severity
@@ -278,6 +282,10 @@ def _alerts_overrule(prom: Prom, results: tuple[GateResult, ...], fired: tuple[d
             continue
         node = min((a["node"] for a in alerts if a.get("node")), default=None)
         first = _first_firing(prom, r.alert, run_id, topology, since, until)
+        if first is not None and limits and first > limits.get(r.name, until):
+            said.append(f"{r.alert}: fired at {first:.0f}, after the window and its gate's `for`: not counted")
+            out.append(r)
+            continue
         why = (f"alert {r.alert} fired{' on ' + node if node else ''} in the window while the window's query "
                f"{'passed' if r.status == 'pass' else 'found no data'}: counted as a failure of the gate")
         out.append(GateResult(r.name, r.alert, r.severity, "fail", r.value, r.threshold, r.query, node or r.worst_node,

@@ -42,6 +42,7 @@ NOW0 = float(int(time.time()))   # a run that ended just now, for the live wait
 # Whatever the gates are: one critical and (if any) one warning-severity gate whose alert fires.
 CRITICAL = next(g for g in GATES if g.severity == "critical")
 WARNING = next((g for g in GATES if g.severity == "warning"), None)
+INSTANT = next(g for g in GATES if g.severity == "critical" and g.for_ == "0s")   # fires without `for`
 
 HISTORIES = [
     History("fine", "triad", ("triad",), START, DURATION),
@@ -51,6 +52,11 @@ HISTORIES = [
     History("late_breach", "triad", ("triad",), START, DURATION + DRAIN, step=5.0,
             faults=(Fault("down", DURATION - 10, DURATION + DRAIN + 5, "triad"),)),
     History("recent", "triad", ("triad",), NOW0 - 1800, 1800.0),
+    # An alert of a gate without `for` that fires 5 s, or 25 s, after the window's end.
+    History("end_alert", "triad", ("triad",), START, DURATION + DRAIN, step=5.0, rules_evaluated=True,
+            faults=(Fault("alert", DURATION + 5, DURATION + DRAIN + 5, INSTANT.alert),)),
+    History("late_alert", "triad", ("triad",), START, DURATION + DRAIN, step=5.0, rules_evaluated=True,
+            faults=(Fault("alert", DURATION + 25, DURATION + DRAIN + 5, INSTANT.alert),)),
     History("nan_threshold", "triad", ("triad",), START, DURATION,
             thresholds=(("max_lag_p95", math.nan), ("max_stall_secs", math.inf))),
     History("alerted", "triad", ("triad",), START, DURATION, rules_evaluated=True,
@@ -621,3 +627,16 @@ def test_any_cli_exits_3_on_an_unexpected_exception_with_the_traceback_in_a_temp
         assert "Traceback" in log.read_text() and "in body" in log.read_text()
     finally:
         log.unlink()
+
+
+@pytest.mark.parametrize(("run_id", "counted"), [("end_alert", True), ("late_alert", False)])
+def test_an_alert_counts_only_if_it_fired_within_its_gates_for_of_the_end(
+        run_id: str, counted: bool, prometheus: Service) -> None:
+    # Scrapes every 5 s: the limit is the end + 0 s `for` + 2 scrapes = 10 s.
+    v = evaluate(prometheus.url, START, UNTIL, run_id=run_id, topology="triad", profile=get_profile("soak_smoke"),
+                 horizon=UNTIL + DRAIN, scrape_interval=5)
+    gate = next(g for g in v.gates if g.alert == INSTANT.alert)
+    assert [a["alertname"] for a in v.alerts_fired] == [INSTANT.alert]
+    assert (gate.status == "fail") is counted
+    if not counted:
+        assert any("after the window" in d and "not counted" in d for d in v.disagreements)
