@@ -97,14 +97,30 @@ def terminate_all(procs: list[psutil.Process]) -> list[str]:
                 p.send_signal(sig)
             except psutil.Error:
                 pass
-    _, alive = psutil.wait_procs(procs, timeout=TERM_GRACE_S)
+    alive = _wait_gone(procs, TERM_GRACE_S)
     for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=2.0)
+    _wait_gone(alive, 2.0)
     return names
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has ended (a zombie has: only its parent can reap it); the rest."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.Error:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def reap(owner: Owner) -> list[str]:
