@@ -107,17 +107,19 @@ def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str
                                          scrape_interval=scrape_interval)]
     if not verdicts:
         raise EvaluationError(_nothing_found(url, windows, run_id) + "".join(f"; {n}" for n in notes))
-    # Every topology asked for is kept: one without data is insufficient data, never dropped.
+    # Every topology asked for is kept, in the order asked: one without data is insufficient
+    # data, never dropped.
     judged = {v.topology for v in verdicts}
-    missing = tuple(TopologyMeta(topology, since, until, "unknown",
-                                 (f"no data for this topology in {iso(since)}..{iso(until)}: insufficient data",))
-                    for topology, since, until in windows if topology is not None and topology not in judged)
+    named = tuple(TopologyMeta(topology, since, until, "unknown", () if topology in judged else
+                               (f"no data for this topology in {iso(since)}..{iso(until)}: insufficient data",))
+                  for topology, since, until in windows if topology is not None)
+    missing = [m for m in named if m.topology not in judged]
     for m in missing:
         level = "failure" if verdicts[0].profile.insufficient_data_fails else "warning"
         print(f"soak-check: {level}: {m.topology}: no data in its window: insufficient data for every gate",
               file=sys.stderr)
     meta = RunMeta(run_dir=run_dir, profile=verdicts[0].profile, scenario=scenario, prometheus_url=url, seed=seed,
-                   notes=notes, topologies=missing)
+                   notes=notes, topologies=named)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
     print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")

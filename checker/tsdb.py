@@ -75,7 +75,10 @@ def copy_checked(tsdb: Path, copy: Path) -> list[str]:
         top = Path(folder) == tsdb
         return {n for n in names if n == "lock" or (top and n in bad)}
 
-    shutil.copytree(tsdb, copy, ignore=ignore)
+    try:
+        shutil.copytree(tsdb, copy, ignore=ignore)
+    except (OSError, shutil.Error) as exc:
+        raise EvaluationError(f"{tsdb}: cannot copy the saved TSDB to judge it: {str(exc)[:200]}") from exc
     return notes
 
 
