@@ -244,10 +244,12 @@ def test_plan_validation_takes_linear_time(tmp_path: Path) -> None:
     def seconds(n: int) -> float:
         events = [{"id": f"e{i}", "at_sec": i % 80, "node": "triad", "action": "restart"} for i in range(n)]
         path = _plan(tmp_path, events)
-        started = time.perf_counter()
-        assert len(load_plan(path, TOPOLOGY_NODES, 90)) == n
-        return time.perf_counter() - started
-    seconds(500)  # warm up
+        best = float("inf")
+        for _ in range(3):  # the best of three: a busy machine only ever adds time
+            started = time.perf_counter()
+            assert len(load_plan(path, TOPOLOGY_NODES, 90)) == n
+            best = min(best, time.perf_counter() - started)
+        return best
     small, large = seconds(2500), seconds(10000)  # 10000 events: about 0.8 MB, below the size limit
     assert large < 2.0 and large / small < 8, (small, large)  # quadratic would be ~16x
 
