@@ -66,17 +66,29 @@ class Owner:
 
 
 def marked() -> dict[Owner, list[psutil.Process]]:
-    """Live processes carrying a run marker, by owner (never this process)."""
+    """Live processes of each run, by owner (never this process): those carrying its marker,
+    and every member of a session whose leader carries it (the runner starts each node in its
+    own session, so a helper a node starts with a cleared environment is found too)."""
     found: dict[Owner, list[psutil.Process]] = {}
+    unmarked: list[tuple[int, psutil.Process]] = []
+    leaders: dict[int, Owner] = {}
     for p in psutil.process_iter():
-        if p.pid == os.getpid():
-            continue
         try:
+            if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            sid = os.getsid(p.pid)
             owner = Owner.parse(p.environ().get(ENV))
-            if owner is not None and p.status() != psutil.STATUS_ZOMBIE:
-                found.setdefault(owner, []).append(p)
-        except psutil.Error:
+        except (psutil.Error, OSError):
             continue
+        if owner is None:
+            unmarked.append((sid, p))
+            continue
+        found.setdefault(owner, []).append(p)
+        if sid == p.pid:
+            leaders[sid] = owner
+    for sid, p in unmarked:
+        if sid in leaders:
+            found[leaders[sid]].append(p)
     return found
 
 

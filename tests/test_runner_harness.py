@@ -44,6 +44,13 @@ def _tables(pid: int) -> list[str]:
     return [t for t in netcut.list_tables() if netcut.owner_of(t) == pid]
 
 
+def _live(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +71,9 @@ def test_a_sigkilled_runner_leaves_no_process_no_pause_no_cut_and_a_second_run_i
                     "--base-port", str(PORT), "--chaos-plan", str(plan))
     try:
         log = lambda: next((tmp_path / "a").glob("*/chaos_events.log"), None)  # noqa: E731
-        assert _wait(lambda: log() is not None and log().read_text().count("|start|") == 2, 60), first.stderr
+        if not _wait(lambda: log() is not None and log().read_text().count("|start|") == 2, 120):
+            first.kill()
+            raise AssertionError(f"the faults did not start: {first.communicate()[1][-2000:]}")
         paused = [p for p in _owned(first.pid) if p.status() == psutil.STATUS_STOPPED]
         assert _wait(lambda: _tables(first.pid), 5) and paused, "the pause and the cut must be in effect"
 
@@ -103,6 +112,11 @@ def test_the_next_run_ends_what_a_dead_run_left_and_says_what(tmp_path: Path) ->
     dead = reaper.Owner(gone.pid, 12345.0, str(tmp_path / "dead-run"))  # a runner that no longer exists
     leftover = subprocess.Popen(["sleep", "300"], env={**ENV, reaper.ENV: dead.marker}, start_new_session=True)
     leftover.send_signal(signal.SIGSTOP)
+    # A node that started a helper with a cleared environment: found through the node's session.
+    node = subprocess.Popen(["sh", "-c", "env -i sleep 301 & echo $!; wait"], env={**ENV, reaper.ENV: dead.marker},
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert node.stdout is not None
+    helper = psutil.Process(int(node.stdout.readline()))
     table = netcut.cut(netcut.table_tag(gone.pid, 0, "leftover"), (PORT + 90,))
     bystander = subprocess.Popen(["sleep", "300"], env={**ENV, reaper.ENV: reaper.Owner.me(tmp_path).marker})
     held = socket.socket()
@@ -115,6 +129,7 @@ def test_the_next_run_ends_what_a_dead_run_left_and_says_what(tmp_path: Path) ->
                       "--exporter-port", str(busy))
         _, err = res.communicate(timeout=60)
         assert leftover.wait(10) is not None, "the dead run's paused process must be ended"
+        assert node.wait(10) is not None and _wait(lambda: not _live(helper), 5), "and the node's helper without marker"
         assert f"cleaned up after a dead run: run {dead.run_dir} (runner pid {gone.pid}, gone): ended pid " \
                f"{leftover.pid} (sleep)" in err, err
         assert f"deleted nftables table {table} (its runner is gone)" in err and table not in netcut.list_tables()
@@ -123,7 +138,7 @@ def test_the_next_run_ends_what_a_dead_run_left_and_says_what(tmp_path: Path) ->
         assert bystander.poll() is None, "a process of a live runner is never touched"
     finally:
         held.close()
-        for p in (leftover, bystander):
+        for p in (leftover, bystander, node):
             p.kill()
             p.wait()
         netcut.heal(table)
