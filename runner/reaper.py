@@ -66,15 +66,16 @@ class Owner:
 
 
 def marked() -> dict[Owner, list[psutil.Process]]:
-    """Live processes of each run, by owner (never this process): those carrying its marker,
+    """Live processes of each run, by owner: those carrying its marker,
     and every member of a session whose leader carries it (the runner starts each node in its
     own session, so a helper a node starts with a cleared environment is found too)."""
     found: dict[Owner, list[psutil.Process]] = {}
     unmarked: list[tuple[int, psutil.Process]] = []
     leaders: dict[int, Owner] = {}
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # never this process or its ancestors
     for p in psutil.process_iter():
         try:
-            if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
+            if p.pid in me or p.status() == psutil.STATUS_ZOMBIE:
                 continue
             sid = os.getsid(p.pid)
             owner = Owner.parse(p.environ().get(ENV))
