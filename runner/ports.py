@@ -132,20 +132,28 @@ def _share(path: Path, mode: int) -> None:
         pass
 
 
+def _open_lock(port: int) -> int:
+    path = LOCK_DIR / f"{port}.lock"
+    try:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        _share(LOCK_DIR, 0o1777)  # every user's runs lock here (sticky, like /tmp)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            _share(path, 0o666)
+        except PermissionError:  # another user's lock file: lock it read-only, write nothing
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise UsageError(f"port lock {path}: {exc.strerror}; the port reservation of soak-runs needs it") from None
+    return fd
+
+
 def reserve(uses: list[PortUse], owner: str) -> Reservation:
     """Lock every port against other soak-runs, then check that no program holds any; UsageError
     (naming the port and its holder) otherwise. ``owner`` is written into each lock file."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    _share(LOCK_DIR, 0o1777)  # every user's runs lock here (sticky, like /tmp)
     fds: list[int] = []
     try:
         for port in sorted({u.port for u in uses}):
-            path = LOCK_DIR / f"{port}.lock"
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-                _share(path, 0o666)
-            except PermissionError:  # another user's lock file: lock it read-only, write nothing
-                fd = os.open(path, os.O_RDONLY)
+            fd = _open_lock(port)
             if not _lock(fd):
                 who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
