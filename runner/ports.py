@@ -39,7 +39,8 @@ class PortUse:
     port: int
     proto: str   # "udp" or "tcp"
     host: str
-    what: str    # "triad_distributed/storage gossip"
+    what: str    # "triad_distributed/storage node"
+    flag: str = "--base-port"  # the flag that moves it
 
 
 def planned(cfg: RunConfig) -> list[PortUse]:
@@ -56,7 +57,7 @@ def planned(cfg: RunConfig) -> list[PortUse]:
             if status is not None and status.port and status.hostname in ("127.0.0.1", "localhost", host):
                 uses.append(PortUse(status.port, "tcp", host, f"{name}/{spec.node} status"))
     if cfg.exporter_port:
-        uses.append(PortUse(cfg.exporter_port, "tcp", "127.0.0.1", "exporter (--exporter-port)"))
+        uses.append(PortUse(cfg.exporter_port, "tcp", "127.0.0.1", "exporter", "--exporter-port"))
     for u in uses:
         if not 0 < u.port < 65536:
             raise UsageError(f"port {u.port} ({u.what}) is out of range: choose a lower --base-port")
@@ -157,9 +158,9 @@ def reserve(uses: list[PortUse], owner: str) -> Reservation:
             if not _lock(fd):
                 who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                what = next(u.what for u in uses if u.port == port)
-                raise UsageError(f"port {port} ({what}) is reserved by another soak-run ({who}); "
-                                 "two runs must not share node ports: choose another --base-port") from None
+                what = next(u for u in uses if u.port == port)
+                raise UsageError(f"port {port} ({what.what}) is reserved by another soak-run ({who}); "
+                                 f"two runs must not share ports: choose another {what.flag}") from None
             fds.append(fd)
             try:
                 os.ftruncate(fd, 0)
@@ -169,7 +170,7 @@ def reserve(uses: list[PortUse], owner: str) -> Reservation:
         for u in uses:
             if _busy(u):
                 raise UsageError(f"port {u.port}/{u.proto} ({u.what}) is in use by {holder(u.port, u.proto)}; "
-                                 "stop it or choose another --base-port")
+                                 f"stop it or choose another {u.flag}")
     except BaseException:
         Reservation(fds).release()
         raise

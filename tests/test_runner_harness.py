@@ -133,8 +133,8 @@ def test_the_next_run_ends_what_a_dead_run_left_and_says_what(tmp_path: Path) ->
         assert f"cleaned up after a dead run: run {dead.run_dir} (runner pid {gone.pid}, gone): ended pid " \
                f"{leftover.pid} (sleep)" in err, err
         assert f"deleted nftables table {table} (its runner is gone)" in err and table not in netcut.list_tables()
-        assert res.returncode == 2 and f"port {busy}/tcp (exporter (--exporter-port)) is in use by pid " \
-               f"{os.getpid()} (" in err, err
+        assert res.returncode == 2 and f"port {busy}/tcp (exporter) is in use by pid " \
+               f"{os.getpid()} ({psutil.Process().name()}); stop it or choose another --exporter-port" in err, err
         assert bystander.poll() is None, "a process of a live runner is never touched"
     finally:
         held.close()
