@@ -108,8 +108,11 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
         process_status = "crashed"
     meta = TopologyMeta(name, started, ended, "aborted" if stop.is_set() else process_status,
                         tuple(topo.notes), sum(topo.chaos.counts.values()), crashes)
-    verdict = evaluate(stack.prometheus_url or "", t0, ended, run_id=cfg.run_id, topology=name,
-                       profile=cfg.profile)
+    # A topology stopped at once (a crash under --on-crash stop) is still judged over a window
+    # a few scrapes wide: the data that exist, never an empty range.
+    until = max(ended, t0 + 2 * cfg.interval_s)
+    verdict = evaluate(stack.prometheus_url or "", t0, until, run_id=cfg.run_id, topology=name,
+                       profile=cfg.profile, horizon=max(horizon, until), scrape_interval=cfg.interval_s)
     return verdict, meta
 
 
