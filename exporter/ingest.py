@@ -30,7 +30,6 @@ place does not move the directory).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from exporter.reports import MAX_REPORT_BYTES, Report, ReportError, parse_report
 
@@ -57,8 +56,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC
 Ident = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size of the directory entry
 
 
-@dataclass(frozen=True)
-class Arrival:
+class Arrival(NamedTuple):
     """One report as ingested: its place in the node's order and when it arrived."""
 
     report: Report
@@ -67,10 +65,9 @@ class Arrival:
     arrived_s: float    # the file's mtime: this machine's clock, not the node's
 
 
-@dataclass(frozen=True)
-class Seen:
+class Seen(NamedTuple):
     ident: Ident | None           # None: could not even be lstat'ed (never retried)
-    digest: bytes | None          # content last read (None if it could not be read)
+    digest: int | None            # content last read (None if it could not be read); in-process hash
     sequence: int                 # the numbering it was read in
     ingested: bool                # taken as a report (False: counted as an error)
 
@@ -79,12 +76,21 @@ def _ident(st: os.stat_result) -> Ident:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _digest(data: bytes) -> int:
+    # Only ever compared with the same file's earlier read in this process: the interpreter's
+    # 64-bit hash of the bytes (several times cheaper than a cryptographic digest) suffices.
+    return hash(data)
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return name
     return "not a regular file"
+
+
+Order = tuple[int, int, str]  # (epoch, name length, name): see ``_order``
 
 
 @dataclass
@@ -99,10 +105,14 @@ class ReportDir:
     sequence_restarts: int = 0
     _by_epoch: dict[int, str] = field(default_factory=dict)  # epoch -> name ingested in this sequence
     _seq_high: int = -1       # highest epoch of the current sequence
-    _lowest: str | None = None  # lowest-numbered name ever read: watched for an in-place restart
+    _lowest: Order | None = None  # lowest-numbered name ever read: watched for an in-place restart
     _listed_mtime_ns: int | None = None
     _high: int = -1  # highest epoch index seen: the next file is probably _high + 1
     _full_listed_at: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        self._dir = os.fspath(self.path)
+        self._prefix = os.path.join(self._dir, "")  # names are joined by concatenation on the hot path
 
     def poll(self) -> tuple[list[Arrival], list[str]]:
         """New reports (in epoch order) and new error reasons since the last poll.
@@ -114,48 +124,61 @@ class ReportDir:
             names = self._new_names()
         except FileNotFoundError:
             return [], []
+        for name in self.pending:
+            if name not in names:
+                names[name] = _index(name)
+        for name in self._watched():
+            if name not in names:
+                names[name] = _index(name)
         reports, errors = [], []
-        for name in sorted(names | set(self.pending) | self._watched(), key=_order):
+        for order in sorted((index, len(name), name) for name, index in names.items()):
+            name = order[2]
             try:
-                result = self._read(name)
+                result = self._read(name, order)
             except Exception as exc:  # noqa: BLE001 - a bug met by one file must not lose its neighbours
-                log.exception("%s: unexpected error", self.path / name)
+                log.exception("%s: unexpected error", self._prefix + name)
                 result = self._give_up(name, ReportError("io", f"unexpected {type(exc).__name__}"), None)
-            if isinstance(result, Arrival):
+            if result is None:
+                continue
+            if type(result) is Arrival:
                 reports.append(result)
-            elif result is not None:
+            else:
                 errors.append(result)
         return reports, errors
 
     # -- finding names ------------------------------------------------------------------
-    def _new_names(self) -> set[str]:
-        st = os.stat(self.path)
+    def _new_names(self) -> dict[str, int]:
+        """Names to read, with their epoch index."""
+        st = os.stat(self._dir)
         if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(20, "not a directory", str(self.path))
+            raise NotADirectoryError(20, "not a directory", self._dir)
         moved = st.st_mtime_ns != self._listed_mtime_ns
         if not moved and self.clock() - st.st_mtime > RACY_S:
-            return set()
-        names = self._probe() if self._listed_mtime_ns is not None else set()
+            return {}
+        names = self._probe() if self._listed_mtime_ns is not None else {}
         if moved and (not names or self.clock() - self._full_listed_at >= FULL_LIST_S):
             # Without the expected name something else happened (a gap, a wipe, a restarted
             # numbering): only then is every known file stat'ed for a changed mtime or size.
             names = self._list(deep=not names)
             self._full_listed_at = self.clock()
         self._listed_mtime_ns = st.st_mtime_ns
-        self._high = max([self._high, *(_index(n) for n in names)])
+        if names:
+            self._high = max(self._high, max(names.values()))
         return names
 
-    def _list(self, deep: bool) -> set[str]:
+    def _list(self, deep: bool) -> dict[str, int]:
         """Names that are new, or read before and changed since: by inode (free from the
         listing), and when ``deep`` also by mtime and size (a stat each)."""
-        names = set()
-        with os.scandir(self.path) as it:
+        names = {}
+        done, match = self.done, REPORT_NAME.match
+        with os.scandir(self._dir) as it:
             for e in it:
-                if not REPORT_NAME.match(e.name):
+                m = match(e.name)
+                if m is None:
                     continue
-                seen = self.done.get(e.name)
+                seen = done.get(e.name)
                 if seen is None:
-                    names.add(e.name)
+                    names[e.name] = int(m.group(1))
                 elif seen.ident is not None:
                     try:
                         changed = e.inode() != seen.ident[1] or (
@@ -163,21 +186,21 @@ class ReportDir:
                     except OSError:
                         changed = False  # vanished under us: nothing to read
                     if changed:
-                        names.add(e.name)
+                        names[e.name] = int(m.group(1))
         return names
 
-    def _probe(self) -> set[str]:
-        names, index = set(), self._high + 1
-        while os.path.lexists(self.path / f"epoch-{index}.json"):
-            names.add(f"epoch-{index}.json")
+    def _probe(self) -> dict[str, int]:
+        names, index = {}, self._high + 1
+        while os.path.lexists(f"{self._prefix}epoch-{index}.json"):
+            names[f"epoch-{index}.json"] = index
             index += 1
-        return {n for n in names if n not in self.done}
+        return {n: i for n, i in names.items() if n not in self.done}
 
     def _watched(self) -> set[str]:
         """Already-read names that a restarted numbering would rewrite next, stat'ed every poll."""
         out = set()
         if self._lowest is not None:
-            out.add(self._lowest)
+            out.add(self._lowest[2])
         if self.sequence_restarts:
             nxt = f"epoch-{self._seq_high + 1}.json"
             if nxt in self.done:
@@ -185,8 +208,8 @@ class ReportDir:
         return out
 
     # -- reading one file ---------------------------------------------------------------
-    def _read(self, name: str) -> Arrival | str | None:
-        path = self.path / name
+    def _read(self, name: str, order: Order) -> Arrival | str | None:
+        path = self._prefix + name
         try:
             lst = os.lstat(path)
         except FileNotFoundError:
@@ -194,12 +217,13 @@ class ReportDir:
             return None
         except OSError as exc:
             return self._give_up(name, ReportError("io", exc.strerror or str(exc)), None)
-        ident = _ident(lst)
+        ident = (lst.st_dev, lst.st_ino, lst.st_mtime_ns, lst.st_size)
         prior = self.done.get(name)
         if prior is not None and (prior.ident is None or prior.ident == ident):
             return None  # unchanged since it was read
-        if not (stat.S_ISREG(lst.st_mode) or stat.S_ISLNK(lst.st_mode)):
-            return self._give_up(name, ReportError("io", _kind(lst.st_mode)), ident)
+        mode = lst.st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            return self._give_up(name, ReportError("io", _kind(mode)), ident)
         try:
             data, arrived_s = self._read_bytes(path, lst)
             report = parse_report(data)
@@ -207,12 +231,13 @@ class ReportDir:
             return self._retry_or_give_up(name, lst, exc)
         except OSError as exc:
             return self._give_up(name, ReportError("io", exc.strerror or str(exc)), ident)
-        self.pending.pop(name, None)
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if self.pending:
+            self.pending.pop(name, None)
+        digest = _digest(data)
         if prior is not None and prior.digest == digest:
             self.done[name] = Seen(ident, digest, prior.sequence, prior.ingested)  # touched: nothing new
             return None
-        index = _index(name)
+        index = order[0]
         if prior is not None and prior.ingested and prior.sequence == self.sequence:
             # Read before in this numbering, and now different: the numbering started over.
             self.sequence += 1
@@ -224,36 +249,42 @@ class ReportDir:
             return self._give_up(name, ReportError("duplicate", f"epoch {index} was already read from {other}"),
                                  ident, digest)
         self._by_epoch[index] = name
-        self._seq_high = max(self._seq_high, index)
+        if index > self._seq_high:
+            self._seq_high = index
         self.done[name] = Seen(ident, digest, self.sequence, True)
-        if self._lowest is None or _order(name) < _order(self._lowest):
-            self._lowest = name
+        if self._lowest is None or order < self._lowest:
+            self._lowest = order
         return Arrival(report, index, self.sequence, arrived_s)
 
-    def _read_bytes(self, path: Path, lst: os.stat_result) -> tuple[bytes, float]:
+    def _read_bytes(self, path: str, lst: os.stat_result) -> tuple[bytes, float]:
         """The file's bytes and mtime; never opens anything but a regular file for reading."""
         if stat.S_ISLNK(lst.st_mode):
             real = os.path.realpath(path, strict=True)  # a loop is OSError (ELOOP), not a hang
-            if not Path(real).is_relative_to(os.path.realpath(self.path)):
+            if not Path(real).is_relative_to(os.path.realpath(self._dir)):
                 raise ReportError("io", "symlink points outside the report dir")
-        if lst.st_size > MAX_REPORT_BYTES and stat.S_ISREG(lst.st_mode):
+        elif lst.st_size > MAX_REPORT_BYTES:
             raise ReportError("too_large", f"{lst.st_size} bytes > {MAX_REPORT_BYTES}")
         fd = os.open(path, _OPEN_FLAGS)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO after the lstat, or a link to one
                 raise ReportError("io", _kind(st.st_mode))
-            if st.st_size > MAX_REPORT_BYTES:
-                raise ReportError("too_large", f"{st.st_size} bytes > {MAX_REPORT_BYTES}")
-            chunks, size = [], 0
-            # Read one byte more than allowed: a file that grew past the limit is caught too.
-            while size <= MAX_REPORT_BYTES:
-                chunk = os.read(fd, min(1 << 20, MAX_REPORT_BYTES + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            return b"".join(chunks), st.st_mtime
+            size = st.st_size
+            if size > MAX_REPORT_BYTES:
+                raise ReportError("too_large", f"{size} bytes > {MAX_REPORT_BYTES}")
+            # One read of the size the file has plus one byte (no buffer of the limit's size);
+            # a file that grew since the fstat is read on, one byte past the limit at most.
+            data = os.read(fd, size + 1)
+            if len(data) > size:
+                chunks, got = [data], len(data)
+                while got <= MAX_REPORT_BYTES:
+                    chunk = os.read(fd, min(1 << 20, MAX_REPORT_BYTES + 1 - got))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    got += len(chunk)
+                data = b"".join(chunks)
+            return data, st.st_mtime
         finally:
             os.close(fd)
 
@@ -268,7 +299,7 @@ class ReportDir:
             return None  # may still be being written; retried on the next poll
         return self._give_up(name, exc, _ident(st))
 
-    def _give_up(self, name: str, exc: ReportError, ident: Ident | None, digest: bytes | None = None) -> str:
+    def _give_up(self, name: str, exc: ReportError, ident: Ident | None, digest: int | None = None) -> str:
         prior = self.done.get(name)
         # A report rewritten into something unreadable stays the report it was (its digest and
         # sequence are kept): rewritten back later, it is not new; rewritten anew, it restarts.
@@ -277,7 +308,7 @@ class ReportDir:
         else:
             self.done[name] = Seen(ident, digest, self.sequence, False)
         self.pending.pop(name, None)
-        log.warning("%s: %s (counted as %s)", self.path / name, exc, exc.reason)
+        log.warning("%s: %s (counted as %s)", self._prefix + name, exc, exc.reason)
         return exc.reason
 
 
@@ -286,6 +317,6 @@ def _index(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _order(name: str) -> tuple[int, int, str]:
+def _order(name: str) -> Order:
     """Epoch first; of two spellings of one epoch the canonical (shortest) name first."""
     return (_index(name), len(name), name)

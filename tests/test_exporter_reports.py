@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from exporter import reports as reports_mod
 from exporter.collector import Setup, SoakCollector, Source
 from exporter.reports import Report, ReportError, parse_document, parse_report
 
@@ -132,3 +133,76 @@ def test_a_folder_of_fuzzed_reports_never_breaks_the_scrape(files: list[bytes]) 
             assert isinstance(parsed[-1], Report)
             assert registry.get_sample_value("soak_report_last_epoch_index", {**labels, "node": "n"}) == \
                 parsed[-1].epoch_index
+
+
+# -- orjson is only a faster path: the stdlib's answer counts (issue 12.3) -------------------
+def _outcome(data: bytes) -> object:
+    try:
+        return parse_report(data)
+    except ReportError as exc:
+        return exc.reason
+
+
+def _stdlib_outcome(data: bytes) -> object:
+    saved = reports_mod._orjson
+    reports_mod._orjson = None
+    try:
+        return _outcome(data)
+    finally:
+        reports_mod._orjson = saved
+
+
+def test_orjson_is_installed_and_used_for_plain_reports() -> None:
+    assert reports_mod._orjson is not None
+    data = (FIXTURES / "g1_storage" / "epoch-3.json").read_bytes()
+    assert reports_mod.decode(data) == json.loads(data)
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=5),
+                       lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+                       max_leaves=12)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(sorted({**INT_FIELDS, **STR_FIELDS})), JSONISH, max_size=3),
+       st.sampled_from([b"", b"NaN", b"1e400", b"18446744073709551616", b'"\\ud800"', b"-9223372036854775809",
+                        b"\xff", b"\xed\xa0\x80", b"1" * 5000]),
+       st.integers(0, 40))
+def test_orjson_and_the_stdlib_give_the_same_report_or_the_same_reason(changes: dict[str, Any], odd: bytes,
+                                                                        cut: int) -> None:
+    """Reports with fuzzed fields, with an unusual token spliced into an ignored field (NaN,
+    huge numbers, lone surrogates, bad UTF-8, a 5000-digit integer), and cut short."""
+    doc = copy.deepcopy(G1)
+    paths = {**INT_FIELDS, **STR_FIELDS}
+    for attr, value in changes.items():
+        _set(doc, paths[attr], value)
+    data = json.dumps(doc).encode()
+    if odd:
+        data = data[:-1] + b', "extra": ' + odd + b"}"
+    for variant in (data, data[:len(data) - cut]):
+        assert _outcome(variant) == _stdlib_outcome(variant), variant[-80:]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b'{"observed_at_unix_ms": 1, "x": ' + b"1" * 5000 + b"}", "invalid_json"),     # past int_max_str_digits
+    (b'{"observed_at_unix_ms": 1, "x": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001, "invalid_json"),
+    (b'{"observed_at_unix_ms": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid_json"),
+    (b'{"observed_at_unix_ms": NaN, "node_snapshot": {"consensus": {"committed_height": 1}}}', "schema"),
+    (b'{"observed_at_unix_ms": 18446744073709551616, "node_snapshot": {"consensus": {"committed_height": 1}}}',
+     "schema"),
+    (b'{"observed_at_unix_ms": 1, "node_snapshot": {"consensus": {"committed_height": 1}}, '
+     b'"distfs_probe_cursor_state": {"cumulative_failure_reasons": {"TIMEOUT": 18446744073709551616}}}', "schema"),
+])
+def test_deep_nesting_huge_integers_and_nan_keep_their_reasons_with_orjson(data: bytes, reason: str) -> None:
+    """A document nested 100,000 deep never reaches an orjson without a depth limit (old
+    releases crash the process on it); it is the stdlib's 'nested too deeply'."""
+    with pytest.raises(ReportError) as info:
+        parse_report(data)
+    assert info.value.reason == reason
+    assert _stdlib_outcome(data) == reason
+
+
+def test_a_nan_in_a_field_the_gates_ignore_is_accepted_as_before() -> None:
+    data = json.dumps({**G1, "extra": float("nan")}).encode()
+    assert b"NaN" in data
+    assert parse_report(data) == parse_report(json.dumps(G1).encode())
