@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+import zlib
+from typing import Any, Callable, Iterable
 
+from exporter import expo
 from exporter.collector import HTTP_SCHEMES, Setup, SoakCollector, Source
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
@@ -97,6 +99,9 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     block_on_close = False
+    # The listen backlog (socketserver's default is 5): a burst of connections while a scrape
+    # holds the interpreter would otherwise see SYNs dropped and a 1 s retransmit.
+    request_queue_size = 128
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -123,14 +128,37 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         logging.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
+# gzip at level 1: a tenth of the time of level 9 on exposition text, and about 10x smaller
+# than the text still (the label sets repeat).
+GZIP_LEVEL = 1
+
+
+def metrics_app(collector: SoakCollector) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: every path but /favicon.ico is the exposition, text 0.0.4 or OpenMetrics
+    1.0 as the Accept header prefers, gzip when accepted."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/favicon.ico":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b""]
+        openmetrics = expo.wants_openmetrics(environ.get("HTTP_ACCEPT", ""))
+        body = collector.render(openmetrics)
+        headers = [("Content-Type", expo.CONTENT_TYPE_OPENMETRICS if openmetrics else expo.CONTENT_TYPE_TEXT)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            body = z.compress(body) + z.flush()
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+    return app
+
+
 def _serve(collector: SoakCollector, listen: str, connection_timeout_s: float = CONNECTION_TIMEOUT_S) -> None:
     """Serve /metrics until SIGTERM or SIGINT (within a second)."""
     host, port = _listen(listen)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
     handler = type("Handler", (_Handler,), {"timeout": connection_timeout_s})
     try:
-        server = make_server(host, port, make_wsgi_app(registry), server_class=_Server, handler_class=handler)
+        server = make_server(host, port, metrics_app(collector), server_class=_Server, handler_class=handler)
     except OSError as exc:
         raise UsageError(f"--listen {listen}: {exc.strerror}") from exc
     stop = threading.Event()

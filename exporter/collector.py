@@ -1,7 +1,9 @@
 """The Collector: one scrape = refresh run state, ingest new reports, read process stats.
 
-``collect()`` never raises: a failure sets ``soak_exporter_scrape_error`` and the other
-nodes' metrics are still served.
+``render()`` is the fast path the server uses (text 0.0.4 or OpenMetrics, built from the
+catalog, see ``exporter.expo``); ``collect()`` gives the same samples as prometheus_client
+families. Neither raises: a failure sets ``soak_exporter_scrape_error`` and the other nodes'
+metrics are still served.
 """
 from __future__ import annotations
 
@@ -15,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import chaoswin
-from exporter.families import build_families
+from exporter import chaoswin, expo, families
 from exporter.ingest import ReportDir
 from exporter.procs import DiskSizer
 from exporter.reports import MAX_REPORT_BYTES, ReportError, parse_document
@@ -94,9 +95,14 @@ class SoakCollector(Collector):
         self.dirs: dict[str, ReportDir] = {}
         self.hashes = HashBook()
         self.excuser = chaoswin.Excuser()
-        self.pids: dict[str, int] = {}
+        self.pids: dict[str, tuple[int | None, int]] = {}  # node -> (pid, start ticks)
         self.detected_crashes: dict[str, int] = {}
         self.disk = DiskSizer()
+        self._node_blocks: dict[str, tuple[tuple[object, ...], expo.Block]] = {}
+        self._behind: tuple[tuple[tuple[str, int], ...], dict[str, int]] | None = None
+        self._windows: tuple[tuple[ChaosWindow, ...], dict[str, tuple[ChaosWindow, ...]]] = ((), {})
+        self._renderer = expo.Renderer(("", ""))
+        self._run_state_block: tuple[Setup | None, expo.Block] = (None, expo.Block())
         self.status_interval_s = status_interval_s
         self._stop = threading.Event()
         self._refresh_run_state()
@@ -126,6 +132,7 @@ class SoakCollector(Collector):
         if (new.run_id, new.topology) != (self.setup.run_id, self.setup.topology):
             self.views, self.dirs, self.hashes, self.pids, self.detected_crashes = {}, {}, HashBook(), {}, {}
             self.excuser = chaoswin.Excuser()
+            self._node_blocks, self._behind = {}, None
         self.setup = new
         self._apply_sources()
 
@@ -156,6 +163,7 @@ class SoakCollector(Collector):
                     log.exception("%s: ingest failed", node)
                 with self._lock:
                     view.ingest_failures += 1
+                    view.version += 1
                 ok = False
                 continue
             with self._lock:
@@ -195,8 +203,29 @@ class SoakCollector(Collector):
 
     # -- output -------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
+        blocks, base = self._scrape()
+        try:
+            out = expo.metrics(blocks, base)
+        except Exception:  # noqa: BLE001 - collect() must never fail the scrape
+            log.exception("scrape failed")
+            out = expo.metrics([self._exporter_block(0.0, True)], base)
+        yield from out
+
+    def render(self, openmetrics: bool = False) -> bytes:
+        """One scrape as the text format 0.0.4 (or OpenMetrics 1.0)."""
+        blocks, base = self._scrape()
+        if self._renderer.base != base:
+            self._renderer = expo.Renderer(base)
+        try:
+            text = self._renderer.text(blocks, openmetrics)
+        except Exception:  # noqa: BLE001 - never fail the scrape
+            log.exception("scrape failed")
+            text = self._renderer.text([self._exporter_block(0.0, True)], openmetrics)
+        return text.encode("utf-8", "replace")
+
+    def _scrape(self) -> tuple[list[expo.Block], tuple[str, str]]:
+        """Refresh (run state, new reports), then every block of samples; never raises."""
         started, error = time.perf_counter(), False
-        families: list[Metric] = []
         try:
             if self._refresh_lock.acquire(timeout=REFRESH_WAIT_S):
                 try:
@@ -207,30 +236,81 @@ class SoakCollector(Collector):
             else:
                 log.warning("another scrape's refresh has taken over %.0fs: serving the last state", REFRESH_WAIT_S)
                 error = True
-        except Exception:  # noqa: BLE001 - collect() must never fail the scrape
+        except Exception:  # noqa: BLE001 - a scrape must never fail
             log.exception("scrape failed")
             error = True
+        blocks: list[expo.Block] = []
+        base = (self.setup.run_id, self.setup.topology)
         try:
-            families = list(self._families())
+            with self._lock:
+                base = (self.setup.run_id, self.setup.topology)
+                error = self._blocks(blocks) or error
         except Exception:  # noqa: BLE001
             log.exception("scrape failed")
             error = True
-        base = ["run_id", "topology"]
-        vals = [self.setup.run_id, self.setup.topology]
-        dur = GaugeMetricFamily("soak_exporter_scrape_duration_seconds", "Time the last scrape took.", labels=base)
-        dur.add_metric(vals, time.perf_counter() - started)
-        err = GaugeMetricFamily("soak_exporter_scrape_error", "1 if the last scrape or run-state read failed.",
-                                labels=base)
-        err.add_metric(vals, float(error or self._run_state_error))
-        yield from families
-        yield dur
-        yield err
+        blocks.append(self._exporter_block(time.perf_counter() - started, error or self._run_state_error))
+        return blocks, base
 
-    def _families(self) -> Iterator[Metric]:
-        with self._lock:
-            yield from build_families(self)
+    def _blocks(self, out: list[expo.Block]) -> bool:
+        """Append every block of this scrape; True if a part failed (the others are kept)."""
+        failed = False
+        now = time.time()
+        out.append(families.run_block(self))
+        for src in self.setup.sources:
+            try:
+                view = self.views.get(src.node)
+                out.append(self._node_block(src, view))
+                out.append(families.node_live_block(self, src, view, now))
+            except Exception:  # noqa: BLE001 - one node's bug must not blank the others
+                log.exception("%s: scrape failed", src.node)
+                failed = True
+        try:
+            if self._run_state_block[0] is not self.setup:
+                self._run_state_block = (self.setup, families.run_state_block(self))
+            out.append(self._run_state_block[1])
+            out.append(families.topology_block(self, now))
+        except Exception:  # noqa: BLE001
+            log.exception("scrape failed")
+            failed = True
+        return failed
 
-    def restarts(self, s: Source, pid: int | None) -> dict[str, int]:
+    def _node_block(self, src: Source, view: NodeView | None) -> expo.Block:
+        """The node's report-derived samples, rebuilt only when its readings changed."""
+        key = (view.version if view is not None else -1, id(view), src.role, src.node_id, src.started_at,
+               bool(src.report_dir))
+        cached = self._node_blocks.get(src.node)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        block = families.node_block(self, src, view)
+        self._node_blocks[src.node] = (key, block)
+        return block
+
+    def _exporter_block(self, duration_s: float, error: bool) -> expo.Block:
+        b = expo.Block()
+        b.add("soak_exporter_scrape_duration_seconds", (), duration_s)
+        b.add("soak_exporter_scrape_error", (), float(error))
+        return b
+
+    def behind(self) -> dict[str, int]:
+        """Outside lag (``exporter.topolag``), recomputed only when some node's readings changed."""
+        key = tuple((n, v.version) for n, v in self.views.items())
+        if self._behind is None or self._behind[0] != key:
+            self._behind = (key, families.behind(self))
+        return self._behind[1]
+
+    def windows_of(self, node: str) -> tuple[ChaosWindow, ...]:
+        """The node's fault windows (indexed once per run-state version)."""
+        windows = self.setup.chaos_windows
+        if self._windows[0] is not windows:
+            index: dict[str, list[ChaosWindow]] = {}
+            for w in windows:
+                index.setdefault(w.node, []).append(w)
+            self._windows = (windows, {n: tuple(ws) for n, ws in index.items()})
+        return self._windows[1].get(node, ())
+
+    def restarts(self, s: Source, pid: tuple[int | None, int] | None) -> dict[str, int]:
+        """Restarts by cause: the runner's counts, or (without a run state) every new process
+        seen, told by its pid and start time (a pid reused by a new process is a restart too)."""
         if s.restarts is not None:
             return s.restarts
         prev = self.pids.get(s.node)

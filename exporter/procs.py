@@ -1,4 +1,11 @@
-"""Process stats via psutil, and a node directory's size at bounded cost."""
+"""Process stats straight from ``/proc``, and a node directory's size at bounded cost.
+
+``proc_stats`` reads ``/proc/<pid>/stat`` (state, CPU ticks, threads, start ticks) and
+``/proc/<pid>/statm`` (resident pages, summed exactly: the ``rss`` field of ``stat`` is an
+approximate per-CPU read) and counts ``/proc/<pid>/fd`` (its size on Linux >= 6.2, a listing
+before): the kernel counters psutil reads, without building a psutil ``Process``. The start ticks identify the
+process: a pid reused by a new process is a new process (see ``SoakCollector.restarts``).
+"""
 from __future__ import annotations
 
 import os
@@ -6,35 +13,86 @@ import stat
 import time
 from dataclasses import dataclass
 
-import psutil
-
 DISK_MAX_ENTRIES = 50_000   # stop walking after this many entries (bounded scrape cost)
 DISK_REFRESH_S = 10.0       # a directory is walked at most this often
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_BOOT_TTL_S = 10.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProcStats:
     up: bool
     rss: float = 0.0
     cpu_s: float = 0.0
-    fds: float = 0.0
+    fds: float | None = 0.0       # None: the fd folder is not readable (another user's process)
     threads: float = 0.0
     start_time: float = 0.0
+    start_ticks: int = 0          # identifies the process together with its pid
+
+
+DOWN = ProcStats(False)
+_boot: tuple[float, float] = (float("-inf"), 0.0)  # (read at, monotonic), btime
+
+
+def boot_time() -> float:
+    """The kernel's boot time (``btime`` of /proc/stat, as psutil reads it), re-read every 10 s."""
+    global _boot
+    now = time.monotonic()
+    if now - _boot[0] >= _BOOT_TTL_S:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime"):
+                    _boot = (now, float(line.split()[1]))
+                    break
+    return _boot[1]
+
+
+def _fd_size_counts() -> bool:
+    """Linux >= 6.2 reports the number of open fds as the size of /proc/<pid>/fd."""
+    try:
+        return os.stat("/proc/self/fd").st_size > 0
+    except OSError:
+        return False
+
+
+_FD_SIZE = _fd_size_counts()
+
+
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 def proc_stats(pid: int | None) -> ProcStats:
+    """The process's stats; ``DOWN`` when it is gone, a zombie, or /proc cannot be read."""
     if pid is None:
-        return ProcStats(False)
+        return DOWN
     try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            if p.status() == psutil.STATUS_ZOMBIE:
-                return ProcStats(False)
-            cpu = p.cpu_times()
-            return ProcStats(True, float(p.memory_info().rss), cpu.user + cpu.system, float(p.num_fds()),
-                             float(p.num_threads()), p.create_time())
-    except (psutil.Error, OSError):
-        return ProcStats(False)
+        data = _read_small(f"/proc/{pid}/stat")
+        # "pid (comm) state ...": comm may hold spaces and parentheses, the last ')' ends it.
+        f = data[data.rindex(b")") + 2:].split()
+        if f[0] in (b"Z", b"X", b"x"):
+            return DOWN
+        fds: float | None
+        try:
+            if _FD_SIZE:
+                fds = float(os.stat(f"/proc/{pid}/fd").st_size)
+            else:
+                fds = float(len(os.listdir(f"/proc/{pid}/fd")))
+        except PermissionError:
+            fds = None
+        resident = int(_read_small(f"/proc/{pid}/statm").split()[1])
+        # Fields after the state: utime 11, stime 12, num_threads 17, starttime 19.
+        start_ticks = int(f[19])
+        return ProcStats(True, float(resident * PAGE_SIZE), (int(f[11]) + int(f[12])) / CLOCK_TICKS, fds,
+                         float(int(f[17])), start_ticks / CLOCK_TICKS + boot_time(), start_ticks)
+    except (OSError, ValueError, IndexError):
+        return DOWN
 
 
 def read_pid(spec: str) -> int | None:

@@ -152,6 +152,7 @@ class NodeView:
     sequence_restarts: int = 0             # the node's report numbering started over
     ingest_failures: int = 0               # polls of the report folder that failed as a whole
     notes: list[str] = field(default_factory=list)  # for the log, taken by the collector
+    version: int = 0                       # +1 at every reading or error: exposition caches key on it
     # (arrival, committed height) of the latest readings: other nodes' lag is measured
     # against this node's height at the same moment (exporter/topolag.py).
     trail: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=TRAIL_LEN))
@@ -167,6 +168,7 @@ class NodeView:
     def observe_report(self, a: Arrival) -> None:
         """A report file: every counter moves here and only here, in report order."""
         r, key = a.report, (a.sequence, a.epoch)
+        self.version += 1
         self.reports_total += 1
         if self.latest_key is not None and a.sequence > self.latest_key[0]:
             self.sequence_restarts += 1
@@ -183,11 +185,13 @@ class NodeView:
             self._observe_gauges(r, a.arrived_s)
 
     def observe_status(self, r: Report, arrived_s: float) -> None:
+        self.version += 1
         self.status_arrival_s = arrived_s
         self._observe_clock(r, arrived_s)
         self._observe_gauges(r, arrived_s)
 
     def count_error(self, reason: str) -> None:
+        self.version += 1
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
     def _observe_clock(self, r: Report, arrived_s: float) -> None:

@@ -10,6 +10,7 @@ into a false lag, and a node stuck while the others commit shows its real distan
 """
 from __future__ import annotations
 
+import heapq
 from typing import Iterable, Mapping, Sequence
 
 
@@ -20,8 +21,8 @@ def _height_at(trail: Sequence[tuple[float, int]], at: float) -> int | None:
     return None
 
 
-def behind(trails: Mapping[str, Iterable[tuple[float, int]]]) -> dict[str, int]:
-    """Blocks each node (with a reading) is behind the highest other node at its newest reading."""
+def behind_reference(trails: Mapping[str, Iterable[tuple[float, int]]]) -> dict[str, int]:
+    """The definition, in O(nodes^2): ``behind`` must give exactly this (a property test holds them equal)."""
     seqs = {node: tuple(trail) for node, trail in trails.items()}
     out = {}
     for node, trail in seqs.items():
@@ -31,4 +32,60 @@ def behind(trails: Mapping[str, Iterable[tuple[float, int]]]) -> dict[str, int]:
         others = (_height_at(t, at) for n, t in seqs.items() if n != node)
         best = max((h for h in others if h is not None), default=height)
         out[node] = max(0, best - height)
+    return out
+
+
+def behind(trails: Mapping[str, Sequence[tuple[float, int]]]) -> dict[str, int]:
+    """Blocks each node (with a reading) is behind the highest other node at its newest reading.
+
+    A sweep over time instead of every pair: from the earliest node's newest reading to the
+    latest's, each node's current height is updated in arrival order (readings before queries
+    at equal times: a reading counts from its own arrival on), and each node's newest
+    reading asks for the highest current height of the others (a heap, stale entries
+    dropped lazily). Readings are visited from the end of each trail back to that start only:
+    with nodes reporting about as often as each other, a few per node. Ties and order as in
+    ``behind_reference``.
+    """
+    lasts = {node: trail[-1] for node, trail in trails.items() if trail}
+    if not lasts:
+        return {}
+    start = min(at for at, _ in lasts.values())
+    current: dict[str, int] = {}
+    events: list[tuple[float, int, int, str, int]] = []  # (time, 0 reading / 1 query, order, node, height)
+    order = 0
+    for node, trail in trails.items():
+        for arrived, height in reversed(trail):  # newest first, back to the sweep's start
+            if arrived <= start:
+                current[node] = height
+                break
+            order -= 1  # of one node's readings at one time the later wins: visited first, so sorted last
+            events.append((arrived, 0, order, node, height))
+    for node, (at, height) in lasts.items():
+        events.append((at, 1, 0, node, height))
+    events.sort()
+    version = dict.fromkeys(current, 0)
+    heap = [(-h, node, 0) for node, h in current.items()]
+    heapq.heapify(heap)
+    out = {}
+    for _, kind, _, node, height in events:
+        if kind == 0:
+            current[node] = height
+            version[node] = version.get(node, 0) + 1
+            heapq.heappush(heap, (-height, node, version[node]))
+            continue
+        best = None
+        held = []
+        while heap:
+            neg, other, ver = heap[0]
+            if version[other] != ver:
+                heapq.heappop(heap)  # superseded
+                continue
+            if other == node:
+                held.append(heapq.heappop(heap))
+                continue
+            best = -neg
+            break
+        for entry in held:
+            heapq.heappush(heap, entry)
+        out[node] = max(0, (height if best is None else best) - height)
     return out
