@@ -255,6 +255,7 @@ class SoakCollector(Collector):
         """Append every block of this scrape; True if a part failed (the others are kept)."""
         failed = False
         now = time.time()
+        self.disk.begin_scrape()
         out.append(families.run_block(self))
         for src in self.setup.sources:
             try:

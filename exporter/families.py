@@ -124,7 +124,10 @@ def _process_metrics(b: Block, c: "SoakCollector", src: "Source") -> None:
     for cause in RESTART_CAUSES:
         b.add("soak_process_restarts_total", (src.node, cause), restarts.get(cause, 0))
     if src.work_dir:
-        b.add("soak_node_disk_bytes", n, c.disk.size(src.work_dir))
+        size = c.disk.size(src.work_dir)
+        if size is not None:
+            b.add("soak_node_disk_bytes", n, size.bytes)
+            b.add("soak_node_disk_entries", n, size.entries)
 
 
 def _report_metrics(b: Block, v: NodeView, node: str) -> None:

@@ -1,20 +1,27 @@
-"""Process stats straight from ``/proc``, and a node directory's size at bounded cost.
+"""Process stats straight from ``/proc``, and node directory sizes walked off the scrape path.
 
 ``proc_stats`` reads ``/proc/<pid>/stat`` (state, CPU ticks, threads, start ticks) and
 ``/proc/<pid>/statm`` (resident pages, summed exactly: the ``rss`` field of ``stat`` is an
 approximate per-CPU read) and counts ``/proc/<pid>/fd`` (its size on Linux >= 6.2, a listing
 before): the kernel counters psutil reads, without building a psutil ``Process``. The start ticks identify the
 process: a pid reused by a new process is a new process (see ``SoakCollector.restarts``).
+
+``DiskSizer`` walks a node's directory in a background thread, whole (no entry cap): a scrape
+never waits for a walk, except the first one of a directory (bounded, ``FIRST_WAIT_S``); a
+directory is walked again ``DISK_REFRESH_S`` after its last walk, or ten times as long as that
+walk took when it is huge, so the walker's share of a core stays small.
 """
 from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 
-DISK_MAX_ENTRIES = 50_000   # stop walking after this many entries (bounded scrape cost)
 DISK_REFRESH_S = 10.0       # a directory is walked at most this often
+DISK_MAX_SHARE = 0.1        # ... and the walker's busy share stays below this
+FIRST_WAIT_S = 1.0          # a scrape waits this long (in all) for directories never walked
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
@@ -114,30 +121,83 @@ def read_pid(spec: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-class DiskSizer:
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, float]] = {}
+@dataclass(frozen=True, slots=True)
+class DiskSize:
+    bytes: float      # regular files, symlinks not followed
+    entries: int      # files, folders and other entries counted
 
-    def size(self, path: str) -> float | None:
-        now = time.monotonic()
-        cached = self._cache.get(path)
-        if cached and now - cached[0] < DISK_REFRESH_S:
-            return cached[1]
-        total, seen, stack = 0, 0, [path]
-        while stack and seen < DISK_MAX_ENTRIES:
+
+def walk(path: str) -> DiskSize | None:
+    """The whole tree under ``path``; None when ``path`` is not a directory."""
+    total, seen, stack, first = 0, 0, [path], True
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    seen += 1
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            if first and not os.path.isdir(path):
+                return None
+        first = False
+    return DiskSize(float(total), seen)
+
+
+class DiskSizer:
+    """Directory sizes measured by a background thread (started when there is work)."""
+
+    def __init__(self, refresh_s: float = DISK_REFRESH_S, first_wait_s: float = FIRST_WAIT_S) -> None:
+        self.refresh_s, self.first_wait_s = refresh_s, first_wait_s
+        self._sizes: dict[str, tuple[DiskSize | None, float]] = {}  # path -> size, next walk (monotonic)
+        self._wanted: dict[str, None] = {}  # an ordered set
+        self._busy: str | None = None       # being walked now
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._deadline = 0.0
+
+    def begin_scrape(self) -> None:
+        """Directories never walked are waited for up to ``first_wait_s`` in all, from now."""
+        self._deadline = time.monotonic() + self.first_wait_s
+
+    def size(self, path: str) -> DiskSize | None:
+        with self._cond:
+            got = self._sizes.get(path)
+            if got is None or time.monotonic() >= got[1]:
+                self._want(path)
+            if got is None:
+                self._cond.wait_for(lambda: path in self._sizes, max(0.0, self._deadline - time.monotonic()))
+                got = self._sizes.get(path)
+        return got[0] if got else None
+
+    def _want(self, path: str) -> None:
+        if path == self._busy:
+            return
+        self._wanted[path] = None
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, daemon=True, name="disk-sizer")
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._wanted:
+                    self._worker = None
+                    return
+                path = self._busy = next(iter(self._wanted))
+                del self._wanted[path]
+            started = time.monotonic()
             try:
-                with os.scandir(stack.pop()) as it:
-                    for e in it:
-                        seen += 1
-                        try:
-                            if e.is_dir(follow_symlinks=False):
-                                stack.append(e.path)
-                            elif e.is_file(follow_symlinks=False):
-                                total += e.stat(follow_symlinks=False).st_size
-                        except OSError:
-                            continue
-            except OSError:
-                if not cached and seen == 0 and not os.path.isdir(path):
-                    return None
-        self._cache[path] = (now, float(total))
-        return float(total)
+                size = walk(path)
+            except Exception:  # noqa: BLE001 - a bug here must not end the walker for the other nodes
+                size = None
+            took = time.monotonic() - started
+            with self._cond:
+                self._sizes[path] = (size, time.monotonic() + max(self.refresh_s, took / DISK_MAX_SHARE))
+                self._busy = None
+                self._cond.notify_all()

@@ -106,6 +106,8 @@ CATALOG: tuple[MetricDef, ...] = (
     _c("soak_process_restarts_total", "Restarts by cause.", ("node", "cause"),
        source=RUN + "; without one, a new pid or start time"),
     _g("soak_node_disk_bytes", "Size of the node's directory.", unit="bytes", source=DISK),
+    _g("soak_node_disk_entries", "Files and folders counted in the last walk of the node's directory (no cap).",
+       source=DISK),
     _g("soak_chaos_active", "1 while an injected fault is in effect.", ("node", "action"), source=CHAOS),
     _g("soak_chaos_exempt_until_timestamp_seconds",
        "Gates exempt the node from this action's effects until then (window end + grace; +Inf while in effect).",

@@ -34,7 +34,7 @@ RECENT = {"soak_chaos_exempt_until_timestamp_seconds", "soak_consensus_stall_sec
           "soak_report_gap_seconds", "soak_report_last_arrival_timestamp_seconds",
           "soak_report_clock_offset_seconds", "soak_report_clock_steps_total",
           "soak_report_numbering_restarts_total", "soak_exporter_ingest_failures_total",
-          "soak_report_last_epoch_index", "soak_report_missing_fields"}
+          "soak_report_last_epoch_index", "soak_report_missing_fields", "soak_node_disk_entries"}
 
 
 def families(text: str) -> Iterator[tuple[str, str, str, list[tuple[str, dict[str, str]]]]]:

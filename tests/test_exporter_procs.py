@@ -1,7 +1,9 @@
 """Process stats straight from /proc against psutil's reading of the same real processes,
-a reused pid told apart by start time, and the outside-lag sweep against its definition."""
+a reused pid told apart by start time, the outside-lag sweep against its definition, and
+node directory sizes without a cap."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.collector import Setup, SoakCollector, Source
-from exporter.procs import proc_stats
+from exporter.procs import DiskSizer, proc_stats, walk
 from exporter.topolag import behind, behind_reference
 from tests.test_exporter_ingest import Scraper
 
@@ -80,3 +82,31 @@ def test_the_outside_lag_sweep_equals_its_definition(raw: dict[str, list[tuple[f
     equal times, regressions, empty trails, a single node."""
     trails = {node: sorted(readings, key=lambda r: r[0]) for node, readings in raw.items()}  # arrival order
     assert behind(trails) == behind_reference(trails)
+
+
+def test_a_directory_past_the_old_50000_entry_cap_is_walked_whole_and_the_count_exported(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for d in range(11):
+        (work / f"d{d}").mkdir(parents=True)
+        for f in range(5000):
+            os.close(os.open(work / f"d{d}" / f"f{f}", os.O_CREAT | os.O_WRONLY, 0o644))
+    (work / "d10" / "f4999").write_bytes(b"x" * 12345)  # the last entries count too
+    size = walk(str(work))
+    assert size is not None and size.entries == 11 * 5000 + 11 and size.bytes == 12345
+    s = Scraper(SoakCollector(Setup(run_id="r1", topology="t1", sources=(Source("n", work_dir=str(work)),))))
+    assert s.value("soak_node_disk_bytes", node="n") == 12345
+    assert s.value("soak_node_disk_entries", node="n") == 55011
+
+
+def test_disk_sizes_are_walked_in_the_background_and_refreshed(tmp_path: Path) -> None:
+    sizer = DiskSizer(refresh_s=0.2)
+    sizer.begin_scrape()
+    assert sizer.size(str(tmp_path / "missing")) is None
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    assert sizer.size(str(tmp_path)).bytes == 10  # type: ignore[union-attr]
+    (tmp_path / "b").write_bytes(b"x" * 5)
+    assert sizer.size(str(tmp_path)).bytes == 10  # type: ignore[union-attr]  # served from the last walk
+    deadline = time.monotonic() + 5
+    while sizer.size(str(tmp_path)).bytes != 15 and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    assert sizer.size(str(tmp_path)).bytes == 15  # type: ignore[union-attr]
