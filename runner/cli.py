@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile, weak_overrides
-from runner import ports, reaper
+from runner import g2, ports, reaper
 from runner.config import RunConfig
 from runner.plan import MAX_SECS, Continuous, load_plan
 from runner.topofile import CustomTopology, is_topology_file, load_topology_file
-from runner.topology import TOPOLOGY_NODES, LaunchSettings
+from runner.topology import DEFAULT_EPOCH_SECS, LaunchSettings, topology_nodes
 from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
 from soakcore.runstate import CHAOS_ACTIONS
@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--startup-timeout-secs", type=finite, default=20)
     a("--poll-interval-secs", type=finite, default=2, help="scrape, rule evaluation and progress interval")
     a("--tick-ms", type=int, default=200, help="node tick (--node-tick-ms)")
-    a("--epoch-secs", type=finite, default=10, help="reward epoch passed to nodes (reports arrive this often)")
-    a("--node-bin", help="real world_viewer_live binary instead of the simulator")
+    a("--epoch-secs", type=finite, default=None, help="reward epoch passed to nodes, a whole number of seconds "
+      "(reports arrive this often); default 10 for g1, 60 for g2 (the upstream script's)")
+    a("--node-kind", choices=g2.NODE_KINDS, default=None,
+      help="g1: world_viewer_live's flags (default); g2: oasis7_chain_runtime, three processes per topology with "
+      "the upstream script's argv (simulator: python3 -m simulator.g2). Default from --node-bin's file name "
+      f"({g2.G2_BINARY}: g2), else g1")
+    a("--node-bin", help="real node binary instead of the simulator: world_viewer_live (g1) or "
+      "oasis7_chain_runtime (g2)")
     a("--node-arg", action="append", default=[], metavar="NODE=ARG", help="extra argv for one node (repeatable)")
     a("--status-endpoints", action="store_true", help="simulator serves G2 /v1/chain/status; exporter polls it")
     a("--seed", type=int, default=None, help="seed of nodes and continuous chaos (default: from the clock)")
@@ -102,7 +108,14 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     custom = _custom_topology(a.topology)
     topologies = (custom.name,) if custom else _builtin_topologies(a.topology or a.topologies
                                                                    or ",".join(profile.topologies))
+    kind = _node_kind(a, custom)
+    if a.epoch_secs is None:
+        a.epoch_secs = float(DEFAULT_EPOCH_SECS[kind])
     _check_numbers(a)
+    if custom is None and a.epoch_secs != int(a.epoch_secs):
+        binary = g2.G2_BINARY if kind == "g2" else g2.G1_BINARY
+        raise UsageError(f"--epoch-secs {a.epoch_secs:g}: expected a whole number of seconds ({binary}'s "
+                         "--reward-runtime-epoch-duration-secs is a positive integer)")
     _check_tools(a)
     seed = a.seed if a.seed is not None else int(now) % 100000
     duration = a.duration_secs or profile.duration_secs
@@ -110,7 +123,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     if weak and not a.allow_weak_gates:
         raise UsageError(f"threshold overrides that leave a gate unable to fail: {'; '.join(weak)} "
                          "(give --allow-weak-gates to run anyway; they are then listed in the verdict)")
-    known_nodes = {**TOPOLOGY_NODES, **({custom.name: custom.labels} if custom else {})}
+    known_nodes = {**topology_nodes(kind), **({custom.name: custom.labels} if custom else {})}
     selected = {t: known_nodes[t] for t in topologies}
     events = load_plan(a.chaos_plan, known_nodes, duration) if a.chaos_plan else ()
     idle = [e.id for e in events if not any(e.applies_to(t) and e.node in selected[t] for t in topologies)]
@@ -128,7 +141,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         run_id=run_id, run_dir=out_dir / run_id, profile=profile,
         duration_secs=duration, topologies=topologies,
         launch=LaunchSettings(a.scenario, a.bind_host, a.base_port, a.tick_ms, a.epoch_secs, a.node_bin, seed,
-                              a.status_endpoints, node_args),
+                              a.status_endpoints, node_args, kind),
         interval_s=a.poll_interval_secs, startup_timeout_secs=a.startup_timeout_secs,
         chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed, duration),
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
@@ -148,6 +161,18 @@ def _profile(a: argparse.Namespace) -> tuple[Profile, dict[str, float]]:
             raise UsageError(f"--threshold {item}: expected KEY=NUMBER (a finite number)") from None
     explicit = {k: v for k, v in overrides.items() if v is not None}
     return get_profile(a.profile).with_overrides(overrides), explicit
+
+
+def _node_kind(a: argparse.Namespace, custom: CustomTopology | None) -> str:
+    """--node-kind, else the kind --node-bin's file name says (oasis7_chain_runtime: g2), else g1."""
+    named = g2.kind_of_binary(a.node_bin)
+    if a.node_kind and custom is not None:
+        raise UsageError(f"--node-kind {a.node_kind}: a topology file gives every node's argv itself; "
+                         "drop --node-kind")
+    if a.node_kind and named and a.node_kind != named:
+        raise UsageError(f"--node-kind {a.node_kind}: --node-bin {a.node_bin} is {Path(a.node_bin).name}, a "
+                         f"{named} node; give --node-kind {named}")
+    return a.node_kind or named or "g1"
 
 
 def _builtin_topologies(csv: str) -> tuple[str, ...]:

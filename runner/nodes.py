@@ -1,16 +1,25 @@
-"""Node processes: launch in their own session and directory, stop, pause, sample RSS."""
+"""Node processes: launch in their own session and directory, wait until ready, stop, pause,
+sample RSS."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import psutil
 
+from runner import g2
 from runner.topology import NodeSpec
+from soakcore.errors import EvaluationError
+from soakcore.files import tail
 
 STOP_TIMEOUT_S = 10.0
 
@@ -32,6 +41,8 @@ class NodeProc:
     def start(self) -> None:
         for d in (self.spec.work_dir, self.spec.report_dir, self.spec.log_dir):
             d.mkdir(parents=True, exist_ok=True)
+        if self.spec.shared_key is not None:  # G2: the topology's one root key (created by the first start)
+            g2.install_key(self.spec.shared_key, self.spec.work_dir)
         (self.spec.log_dir / "command.txt").write_text(shlex.join(self.spec.argv) + "\n")
         with open(self.spec.log_dir / "stdout.log", "ab") as out, open(self.spec.log_dir / "stderr.log", "ab") as err:
             # Own session: a Ctrl-C on the terminal reaches the runner only, which stops nodes in order.
@@ -96,6 +107,78 @@ class NodeProc:
             if new:
                 fh.write("timestamp,pid,rss_bytes,open_fds,threads\n")
             fh.write(row)
+
+
+class StartupError(EvaluationError):
+    """A node exited during start-up or never became ready: the topology cannot run (exit 3)."""
+
+
+# A node without a health URL (G1) counts as started once its process has lived this long: a
+# parser that refuses the argv exits well within it.
+MIN_ALIVE_SECS = 1.0
+
+
+def stderr_line(node: NodeProc, max_chars: int = 300) -> str:
+    """The tail of the node's stderr as one line."""
+    text = " ".join(tail(node.spec.log_dir / "stderr.log", 2000).split())
+    return ("..." + text[-max_chars:]) if len(text) > max_chars else (text or "(stderr empty)")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def _not_ready(node: NodeProc, seen_health: set[str]) -> str | None:
+    """None when the node is ready, else what it is waiting for. G2: ``/healthz`` answers 200
+    (it is unconditional: it only proves the listener), then ``/v1/chain/status`` says
+    ``running: true``; never /healthz alone."""
+    spec = node.spec
+    if spec.health_url is None or spec.status_url is None:
+        started = node.first_started_at or time.time()
+        return None if time.time() - started >= MIN_ALIVE_SECS else "process starting"
+    try:
+        if spec.node not in seen_health:
+            code, _ = _get(spec.health_url)
+            if code != 200:
+                return f"{spec.health_url} answered {code}"
+            seen_health.add(spec.node)
+        code, body = _get(spec.status_url)
+        if code != 200:
+            return f"{spec.status_url} answered {code}"
+        running = json.loads(body).get("running")
+        return None if running is True else f"{spec.status_url}: running is {json.dumps(running)}"
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{spec.health_url if spec.node not in seen_health else spec.status_url}: {exc}"
+
+
+def wait_ready(nodes: Iterable[NodeProc], timeout: float, stop: threading.Event | None = None) -> None:
+    """Until every node is ready (``_not_ready``); a node that exits first fails at once with
+    its exit code and stderr tail, one that is not ready in ``timeout`` s with what it waited
+    for (StartupError). An interrupt ends the wait."""
+    pending = {n.spec.node: n for n in nodes}
+    seen_health: set[str] = set()
+    why: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for name, node in list(pending.items()):
+            code = node.proc.poll() if node.proc is not None else -1
+            if code is not None:
+                raise StartupError(f"{name} exited with code {code} during start-up: {stderr_line(node)}")
+            reason = _not_ready(node, seen_health)
+            if reason is None:
+                del pending[name]
+            else:
+                why[name] = reason
+        if not pending or (stop is not None and stop.is_set()):
+            return
+        if time.monotonic() > deadline:
+            waiting = "; ".join(f"{n}: {why.get(n, 'starting')}" for n in pending)
+            raise StartupError(f"not ready after {timeout:g}s (--startup-timeout-secs): {waiting}")
+        time.sleep(0.2)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]

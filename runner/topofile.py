@@ -7,6 +7,7 @@
         node_id: duo-alpha         # id the node writes in its reports (default: node)
         argv: [/opt/bin/node, --report-dir, "{report_dir}", --port, "7001"]
         gossip_ports: [7001]       # UDP ports a disconnect cuts (may be empty: then it is skipped)
+        replication_ports: [7101]  # TCP listen ports a disconnect cuts too (optional)
         status_url: http://127.0.0.1:7101/v1/chain/status    # optional G2 endpoint
         critical: true             # consensus-critical: a fault on it pauses the stall clock
                                    # (default: true for role sequencer, else false)
@@ -26,7 +27,7 @@ from soakcore.files import load_document
 from soakcore.ids import validate_name
 
 PLACEHOLDERS = ("report_dir", "work_dir", "epoch_secs", "tick_ms", "seed")
-NODE_FIELDS = {"node", "role", "node_id", "argv", "gossip_ports", "status_url", "critical"}
+NODE_FIELDS = {"node", "role", "node_id", "argv", "gossip_ports", "replication_ports", "status_url", "critical"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CustomNode:
     gossip_ports: tuple[int, ...]
     status_url: str | None = None
     critical: bool = False
+    replication_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,8 @@ def _node(raw: Any, path: Path, i: int) -> CustomNode:
     if not isinstance(argv, list) or not argv or not all(isinstance(x, str) and x for x in argv):
         raise InputError(path, f"{where}.argv", "expected a non-empty list of strings (an argv list, not a "
                          "shell string)")
-    ports = raw.get("gossip_ports", [])
-    if not isinstance(ports, list) or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
-                                              for p in ports):
-        raise InputError(path, f"{where}.gossip_ports", f"expected a list of UDP ports, got {ports!r}")
+    ports = _ports(raw, "gossip_ports", "UDP", path, where)
+    replication = _ports(raw, "replication_ports", "TCP", path, where)
     status_url = raw.get("status_url")
     if status_url is not None and not (isinstance(status_url, str) and status_url.startswith("http")):
         raise InputError(path, f"{where}.status_url", f"expected an http URL, got {status_url!r}")
@@ -88,7 +88,15 @@ def _node(raw: Any, path: Path, i: int) -> CustomNode:
     if not isinstance(critical, bool):
         raise InputError(path, f"{where}.critical", f"expected true or false, got {critical!r}")
     return CustomNode(node, role, _named("node id", raw.get("node_id", node), path, f"{where}.node_id"),
-                      tuple(argv), tuple(ports), status_url, critical)
+                      tuple(argv), ports, status_url, critical, replication)
+
+
+def _ports(raw: dict[str, Any], key: str, proto: str, path: Path, where: str) -> tuple[int, ...]:
+    ports = raw.get(key, [])
+    if not isinstance(ports, list) or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
+                                              for p in ports):
+        raise InputError(path, f"{where}.{key}", f"expected a list of {proto} ports, got {ports!r}")
+    return tuple(ports)
 
 
 def load_topology_file(path: Path, reserved: tuple[str, ...]) -> CustomTopology:

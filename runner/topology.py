@@ -1,7 +1,10 @@
 """Topologies as data: which node processes, their ports, directories and argv.
 
-Simulator by default; real ``world_viewer_live`` with ``--node-bin`` (same flags); or any
-node commands from a topology file (``runner.topofile``). No shell anywhere.
+G1 (``world_viewer_live``'s flags): the simulator by default, the real binary with
+``--node-bin``. G2 (``oasis7_chain_runtime``, ``--node-kind g2``): ``python3 -m simulator.g2``
+or the real binary, three processes per topology with the upstream script's argv
+(runner/g2.py). Or any node commands from a topology file (``runner.topofile``). No shell
+anywhere.
 """
 from __future__ import annotations
 
@@ -9,15 +12,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import g2
 from runner.topofile import CustomTopology, expand
+from soakcore.ids import validate_name
 
 TOPOLOGY_NODES: dict[str, tuple[str, ...]] = {
     "triad": ("triad",),
     "triad_distributed": ("sequencer", "storage", "observer"),
 }
-ROLES = ("sequencer", "storage", "observer")
-# Real triad nodes also replicate on gossip port + 100 (FORMATS.md); a cut must drop those too.
+ROLES = g2.ROLES
+# Real G1 nodes also replicate over TCP on gossip port + 100 (FORMATS.md); a cut drops those too.
 REPLICATION_PORT_OFFSET = 100
+DEFAULT_EPOCH_SECS = {"g1": 10, "g2": g2.DEFAULT_EPOCH_SECS}
+
+
+def topology_nodes(kind: str = "g1") -> dict[str, tuple[str, ...]]:
+    """Node labels of each built-in topology: G2 runs three processes in both."""
+    return dict(TOPOLOGY_NODES) if kind == "g1" else {t: ROLES for t in TOPOLOGY_NODES}
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,9 @@ class NodeSpec:
     # Consensus-critical: a fault on it can stop the topology committing (pauses the stall
     # clock). The sequencer; in triad the one process; topology files may say otherwise.
     critical: bool = False
+    replication_ports: tuple[int, ...] = ()  # TCP listen ports a network cut must drop too
+    health_url: str | None = None   # readiness: 200 here, then status_url with running true
+    shared_key: Path | None = None  # the topology's config.toml, copied into work_dir before start
 
 
 @dataclass(frozen=True)
@@ -47,16 +61,22 @@ class LaunchSettings:
     seed: int
     status_endpoints: bool
     extra_args: dict[str, tuple[str, ...]]   # node label -> extra argv (e.g. fault switches)
+    node_kind: str = "g1"                    # "g1" world_viewer_live, "g2" oasis7_chain_runtime
 
 
 def _program(s: LaunchSettings) -> list[str]:
-    return [s.node_bin] if s.node_bin else [sys.executable, "-m", "simulator"]
+    if s.node_bin:
+        return [s.node_bin]
+    return [sys.executable, "-m", "simulator.g2" if s.node_kind == "g2" else "simulator"]
 
 
 def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
+    if s.node_kind == "g2":
+        return build_g2(name, index, run_id, topo_dir, s)
     base = s.base_port + 100 * index
+    # Both parsers take the epoch as a positive integer (validated in runner/cli.py).
     common = [s.scenario, "--topology", name, "--no-llm", "--reward-runtime-enable",
-              "--reward-runtime-epoch-duration-secs", f"{s.epoch_secs:g}", "--node-tick-ms", str(s.tick_ms)]
+              "--reward-runtime-epoch-duration-secs", str(int(s.epoch_secs)), "--node-tick-ms", str(s.tick_ms)]
     if not s.node_bin:
         common += ["--seed", str(s.seed + index)]
     node_base = f"soak-{run_id}-{index}"
@@ -92,14 +112,36 @@ def build_custom(custom: CustomTopology, topo_dir: Path, s: LaunchSettings) -> t
         values = {"report_dir": str(node_dir / "report"), "work_dir": str(node_dir / "work"),
                   "epoch_secs": f"{s.epoch_secs:g}", "tick_ms": str(s.tick_ms), "seed": str(s.seed)}
         specs.append(NodeSpec(n.node, n.role, n.node_id, expand(n.argv, values), node_dir / "work",
-                              node_dir / "report", node_dir, n.gossip_ports, n.status_url, n.critical))
+                              node_dir / "report", node_dir, n.gossip_ports, n.status_url, n.critical,
+                              n.replication_ports))
+    return tuple(specs)
+
+
+def build_g2(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
+    """Three oasis7_chain_runtime processes with the upstream script's argv (runner/g2.py), each
+    in its own working directory holding a copy of the topology's one config.toml."""
+    nodes = g2.layout(name, index, run_id, s.base_port)
+    world = g2.world_id(name, run_id)
+    specs = []
+    for n in nodes:
+        validate_name("node id", n.node_id)   # it becomes a path (the node's report directory)
+        node_dir = topo_dir / "nodes" / n.label
+        argv = [*_program(s), *g2.node_args(n, nodes, world, s.bind_host, s.tick_ms, int(s.epoch_secs))]
+        if not s.node_bin:
+            argv += ["--seed", str(s.seed + index)]
+        argv += list(s.extra_args.get(n.label, ()))
+        status = f"http://{s.bind_host}:{n.status}"
+        specs.append(NodeSpec(n.label, n.label, n.node_id, tuple(argv), node_dir / "work",
+                              g2.report_dir(node_dir / "work", n.node_id), node_dir, (n.gossip,),
+                              f"{status}/v1/chain/status", critical=n.label == "sequencer",
+                              replication_ports=(n.replication,), health_url=f"{status}/healthz",
+                              shared_key=topo_dir / g2.CONFIG_FILE))
     return tuple(specs)
 
 
 def _spec(node: str, role: str, node_id: str, topo_dir: Path, s: LaunchSettings, args: list[str],
           ports: tuple[int, ...], status_port: int) -> NodeSpec:
-    if s.node_bin:
-        ports += tuple(p + REPLICATION_PORT_OFFSET for p in ports)
+    replication = tuple(p + REPLICATION_PORT_OFFSET for p in ports) if s.node_bin else ()
     node_dir = topo_dir / "nodes" / node
     report_dir = node_dir / "report"
     argv = [*_program(s), *args, "--reward-runtime-report-dir", str(report_dir)]
@@ -109,4 +151,4 @@ def _spec(node: str, role: str, node_id: str, topo_dir: Path, s: LaunchSettings,
         status_url = f"http://{s.bind_host}:{status_port}/v1/chain/status"
     argv += list(s.extra_args.get(node, ()))
     return NodeSpec(node, role, node_id, tuple(argv), node_dir / "work", report_dir, node_dir, ports, status_url,
-                    critical=role == "sequencer")
+                    critical=role == "sequencer", replication_ports=replication)

@@ -129,7 +129,9 @@ def test_node_bin_launches_a_real_node_binary_with_world_viewer_live_flags(tmp_p
                  "--reward-runtime-epoch-duration-secs", "--node-tick-ms", "--bind"):
         assert flag in node.spec.argv
     base = PORT + 20
-    assert node.spec.gossip_ports == (base, base + 1, base + 2, base + 100, base + 101, base + 102)
+    # Gossip UDP on base..base+2 (cut as UDP), replication TCP on gossip + 100 (cut as TCP).
+    assert node.spec.gossip_ports == (base, base + 1, base + 2)
+    assert node.spec.replication_ports == (base + 100, base + 101, base + 102)
     try:
         node.start()
         deadline = time.monotonic() + 20
