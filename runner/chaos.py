@@ -134,15 +134,18 @@ class ChaosEngine:
         spec = self.nodes[ev.node].spec
         if not spec.gossip_ports:
             return "skipped: the node has no gossip ports to cut (topology file: gossip_ports)"
-        table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports)
+        table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports, spec.replication_ports)
         self._tables[table] = spec.gossip_ports[0]
         try:
             if not netcut.probe_blocked("127.0.0.1", spec.gossip_ports[0]):
                 raise RuntimeError("traffic still flows after the cut")
+            if spec.replication_ports and not netcut.probe_tcp_blocked("127.0.0.1", spec.replication_ports[0]):
+                raise RuntimeError(f"tcp port {spec.replication_ports[0]} still connects after the cut")
             self._hold(ev.duration_secs)
         finally:
             self._heal_cut(table, spec.gossip_ports[0])
-        return f"udp ports {','.join(map(str, spec.gossip_ports))} cut {ev.duration_secs:g}s and healed"
+        tcp = f" and tcp ports {','.join(map(str, spec.replication_ports))}" if spec.replication_ports else ""
+        return f"udp ports {','.join(map(str, spec.gossip_ports))}{tcp} cut {ev.duration_secs:g}s and healed"
 
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
         path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE

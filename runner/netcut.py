@@ -1,9 +1,16 @@
-"""A real network cut on one machine: nftables rules drop a node's loopback UDP traffic.
+"""A real network cut on one machine: nftables rules drop a node's loopback UDP gossip and TCP
+replication traffic.
 
 As root, a table ``inet soak_<tag>`` with an output-hook chain drops UDP whose source or
-destination port is one of the node's gossip ports; senders then get EPERM (the process
-keeps running). Deleting the table heals. Without root (or nft) the cut is refused, and
-the event is logged as skipped: ``disconnect`` is never silently turned into a pause.
+destination port is one of the node's gossip ports (senders then get EPERM; the process keeps
+running), and TCP whose source or destination port is one of its replication listen ports
+(G1 real nodes: gossip + 100; G2: the ``--replication-network-listen`` port): peers' dials to
+it and everything its listener sends are dropped (connects time out). Deleting the table heals.
+Without root (or nft) the cut is refused, and the event is logged as skipped: ``disconnect`` is
+never silently turned into a pause.
+
+Not cut: TCP connections the node itself dials to its peers' listeners from an ephemeral port
+(nothing on loopback tells them apart from the other peers' dials without per-process cgroups).
 """
 from __future__ import annotations
 
@@ -37,13 +44,17 @@ def _nft(*args: str) -> None:
         raise NetCutError(f"nft {' '.join(args)}: {res.stderr.strip()}")
 
 
-def cut(tag: str, ports: tuple[int, ...]) -> str:
+def cut(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...] = ()) -> str:
+    """Drop loopback UDP to and from ``ports`` and TCP to and from ``tcp_ports``; the table's name."""
     table = TABLE_PREFIX + tag
-    port_set = "{ " + ", ".join(str(p) for p in ports) + " }"
     _nft("add", "table", "inet", table)
     _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
-    _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "dport", port_set, "drop")
-    _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", port_set, "drop")
+    for proto, group in (("udp", ports), ("tcp", tcp_ports)):
+        if not group:
+            continue
+        port_set = "{ " + ", ".join(str(p) for p in sorted(set(group))) + " }"
+        for direction in ("dport", "sport"):
+            _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, port_set, "drop")
     return table
 
 
@@ -101,6 +112,20 @@ def probe_blocked(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.sendto(b"soak-probe", (host, port))
+        except OSError as exc:
+            return exc.errno == errno.EPERM
+    return False
+
+
+def probe_tcp_blocked(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a TCP connect to ``port`` is dropped by a cut: it times out (the dropped SYN is
+    retried) or fails with EPERM. A listener accepting, or a closed port refusing, is not cut."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((host, port))
+        except TimeoutError:
+            return True
         except OSError as exc:
             return exc.errno == errno.EPERM
     return False

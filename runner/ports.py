@@ -1,6 +1,6 @@
 """Every fixed port a run will use, checked free and reserved before anything starts.
 
-Node ports (gossip, replication, status) and a fixed ``--exporter-port`` are fixed by the
+Node ports (gossip UDP, replication TCP, status TCP; G1 and G2 alike) and a fixed ``--exporter-port`` are fixed by the
 flags; Prometheus, Alertmanager, the webhook and a default exporter take free ports when they
 start. Two checks, both before the run directory exists:
 
@@ -49,10 +49,12 @@ def planned(cfg: RunConfig) -> list[PortUse]:
     for index, name in enumerate(cfg.topologies):
         for spec in node_specs(name, index, cfg.run_id, cfg.run_dir / name, cfg.launch, cfg.custom_topologies):
             host = cfg.launch.bind_host
-            # Gossip is UDP, replication TCP; both protocols are checked on every node port, so a
-            # node that also listens on TCP (or a real one with other habits) cannot collide either.
-            uses += [PortUse(p, proto, host, f"{name}/{spec.node} node") for p in spec.gossip_ports
-                     for proto in ("udp", "tcp")]
+            # Gossip is UDP, replication TCP (G1 gossip + 100, G2 its own block); both protocols
+            # are checked on every node port, so a node that also listens on the other protocol
+            # (or a real one with other habits) cannot collide either.
+            uses += [PortUse(p, proto, host, f"{name}/{spec.node} {what}") for ports, what in
+                     ((spec.gossip_ports, "node"), (spec.replication_ports, "replication"))
+                     for p in ports for proto in ("udp", "tcp")]
             status = urllib.parse.urlparse(spec.status_url) if spec.status_url else None
             if status is not None and status.port and status.hostname in ("127.0.0.1", "localhost", host):
                 uses.append(PortUse(status.port, "tcp", host, f"{name}/{spec.node} status"))
