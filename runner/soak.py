@@ -17,7 +17,7 @@ from checker.report import write_reports
 from runner import netcut, reaper
 from runner.chaos import ChaosEngine, ChaosLog
 from runner.config import RunConfig
-from runner.nodes import NodeProc
+from runner.nodes import NodeProc, wait_ready
 from runner.plan import ChaosEvent, continuous_events
 from runner.ports import Reservation
 from runner.progress import Progress
@@ -90,12 +90,19 @@ def run_topology(cfg: RunConfig, stack: Stack, index: int, name: str, stop: thre
     topo = Topology(cfg, index, name, chaos_log)
     started = time.time()
     process_status, t0 = "ok", started
-    try:
+    try:  # a node that cannot start fails the topology at once (nodes stopped, no drain)
         topo.publish()
         stack.start_exporter(topo.state_path, topo.dir / "exporter.log")
         for node in topo.nodes.values():
             node.start()
         topo.publish()
+        wait_ready(topo.nodes.values(), cfg.startup_timeout_secs, stop)
+    except BaseException:
+        for node in topo.nodes.values():
+            node.stop()
+        topo.publish()
+        raise
+    try:
         if cfg.prewarm:
             _wait_first_reports(topo, cfg.startup_timeout_secs, stop)
         stack.wait_queryable(cfg.run_id, name, cfg.startup_timeout_secs + 10, stop)
