@@ -20,7 +20,7 @@ Everything runs on real files in a temporary directory, with real processes:
 - ingest: ``--ingest-files`` G1 reports of 7 kB through the collector's ingest (a fresh
   collector per repetition, page cache warm), against the floor of reading the same files
   (``open().read()``) and ``json.loads`` (and ``orjson.loads``) each; files/s, min and median
-  over 5 repetitions, and the ratios of the medians. Also with orjson switched off (stdlib only).
+  over 7 repetitions, and the ratios of the medians. Also with orjson switched off (stdlib only).
 - long: the real exporter scraped every 5 s while 3 nodes write one report per second.
 """
 from __future__ import annotations
@@ -224,7 +224,7 @@ def _rate(files: int, fn: Callable[[], None], reps: int) -> dict[str, float]:
     return {"min": min(rates), "median": statistics.median(rates)}
 
 
-def ingest(tmp: Path, files: int, reps: int = 5) -> dict[str, Any]:
+def ingest(tmp: Path, files: int, reps: int = 7) -> dict[str, Any]:
     import orjson
     d = tmp / "ingest" / "n0"
     fill(d, 0, files)

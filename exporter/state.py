@@ -70,6 +70,18 @@ class OrderedSeries:
 
     def insert(self, key: Key, value: int) -> bool:
         """False when the key is known already or too old to place."""
+        keys = self.keys
+        if keys and key > keys[-1]:  # the newest report (the usual case): only the pair (last, value)
+            last = self.values[keys[-1]]
+            if value < last:
+                self.drops += 1
+                self.banked += last
+            keys.append(key)
+            self.values[key] = value
+            if len(keys) > self.WINDOW:
+                del self.values[keys.pop(0)]
+                self._trimmed = True
+            return True
         if key in self.values or (self._trimmed and key < self.keys[0]):
             return False
         i = bisect.bisect(self.keys, key)

@@ -206,3 +206,14 @@ def test_a_nan_in_a_field_the_gates_ignore_is_accepted_as_before() -> None:
     data = json.dumps({**G1, "extra": float("nan")}).encode()
     assert b"NaN" in data
     assert parse_report(data) == parse_report(json.dumps(G1).encode())
+
+
+def test_a_parsed_report_is_the_dataclass_its_constructor_would_build() -> None:
+    """Reports and peer heads are built without the generated __init__ (speed): every field
+    is set, and the result equals the constructor's."""
+    from dataclasses import fields
+    from exporter.reports import PeerHead
+    r = parse_report((FIXTURES / "g1_storage" / "epoch-3.json").read_bytes())
+    assert set(vars(r)) == {f.name for f in fields(Report)}
+    assert r == Report(**{f.name: getattr(r, f.name) for f in fields(Report)})
+    assert r.peer_heads and all(p == PeerHead(p.node_id, p.height, p.block_hash) for p in r.peer_heads)
