@@ -86,6 +86,10 @@ class Gate:
     # The gate can only fire once its threshold (a duration, in seconds) has elapsed: a
     # shorter window is insufficient_data, never a pass (stall, report gap).
     threshold_is_duration: bool = False
+    # PromQL over the whole judged window (``{window}`` = its length, e.g. ``90s``; labels
+    # run_id, topology), non-empty when the window itself proves a failure whatever the
+    # threshold: used by the checker only (an alert cannot see a whole window).
+    whole_window: str | None = None
 
     @property
     def value(self) -> str:
@@ -132,6 +136,16 @@ def _lag_outside_chaos() -> str:
     return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN)})[{WINDOW}:10s])"
 
 
+# Nothing committed over the whole window although every node reported at least three
+# times (a few epochs really passed) and the stall clock, which pauses for faults on
+# critical nodes, ran for at least half the window: a stall whatever the threshold.
+_TOP_HEIGHT = "max by (run_id, topology) (soak_consensus_committed_height)"
+_NOTHING_COMMITTED = (
+    f"(max_over_time({_TOP_HEIGHT}[{{window}}:]) - min_over_time({_TOP_HEIGHT}[{{window}}:]) == 0)"
+    f" and on(run_id, topology) (sum by (run_id, topology) (increase(soak_reports_total[{{window}}]))"
+    f" >= 3 * count by (run_id, topology) (soak_reports_total))"
+    f" and on(run_id, topology) (max by (run_id, topology) (max_over_time(soak_consensus_stall_seconds[{{window}}]))"
+    f" >= {{half_window}})")
 _NODE_CHECKS = 'sum by (run_id, topology, node) (soak_distfs_checks_total)'
 _RECENT_CHECKS = f'sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}]))'
 _MIN_CHECKS = f"{JOIN} group_left() {threshold('min_distfs_checks')}"
@@ -156,7 +170,7 @@ GATES: tuple[Gate, ...] = (
          description="No node of {{ $labels.topology }} committed a new block for {{ $value | humanizeDuration }}, "
                      "not counting faults on consensus-critical nodes.",
          runbook="Check the sequencer first (process up? paused? stderr), then gossip connectivity between nodes.",
-         scope="topology", unit="s", threshold_is_duration=True),
+         scope="topology", unit="s", threshold_is_duration=True, whole_window=_NOTHING_COMMITTED),
     Gate(name="consensus_lag_high", alert="SoakConsensusLagHigh", severity="critical", measure=_lag_outside_chaos(),
          data="soak_consensus_network_committed_height", threshold_key="max_lag_p95", for_="30s", exempt=DOWN,
          summary="Consensus lag p95 high on {{ $labels.node }}",

@@ -154,9 +154,10 @@ def gate_end(g: Gate, until: float, horizon: float | None, scrape_interval: floa
 
 
 def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str,
-               since: float, until: float, end: float | None = None) -> GateResult:
+               since: float, until: float, end: float | None = None, needs_secs: float = 0.0) -> GateResult:
     """``g`` over [since, until]; with ``end`` past ``until``, a breach that began inside the
-    window is still seen to last its ``for`` (``gate_end``)."""
+    window is still seen to last its ``for`` (``gate_end``). ``needs_secs``: the shortest
+    window in which the gate could fire (``Gate.needs_secs``); a shorter one cannot pass."""
     step = step_for(since, until)
     end = until if end is None else max(until, end)
     by = "run_id, topology, node"
@@ -177,12 +178,34 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
         first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, end, step)
         return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first,
                           None, end)
+    proof = _whole_window_failure(prom, g, run_id, topology, since, until)
+    if proof is not None:
+        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, proof[0], None, since, proof[1], end)
     data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
     has_data = any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
     status = "pass" if has_data else "insufficient_data"
     # A node is named only when it measured something: "worst" of all-zero values means nothing.
     named = worst[0].get("node") if worst and worst[1] > 0 else None
-    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, None, end)
+    note = None
+    if status == "pass" and until - since < needs_secs:
+        status = "insufficient_data"
+        note = (f"the {until - since:.0f}s window is shorter than the {needs_secs:.0f}s this gate needs to fire "
+                "(its for, plus its threshold or warm-up): it could not have failed, so it was not judged")
+    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, note, end)
+
+
+def _whole_window_failure(prom: Prom, g: Gate, run_id: str | None, topology: str, since: float,
+                          until: float) -> tuple[str, str] | None:
+    """(query, note) when the whole window proves ``g`` failed whatever its threshold
+    (``Gate.whole_window``: nothing committed over a window of several epochs), else None."""
+    window = int(until - since)
+    if not g.whole_window or window <= 0:
+        return None
+    query = g.whole_window.format(window=f"{window}s", half_window=window / 2)
+    if not any(_matches(lab, run_id, topology) for lab, _ in prom.instant(query, until)):
+        return None
+    return query, (f"nothing was committed over the whole {window}s window, although every node reported "
+                   "several times: a stall whatever the threshold")
 
 
 def _first_failure(prom: Prom, g: Gate, threshold: float, labels: Labels, run_id: str | None, topology: str,
@@ -241,7 +264,8 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
         horizon = data_horizon(prom, run_id, topology, until, min(horizon, until + max_for_secs() + 2 * scrape))
     thresholds = thresholds_for(prom, profile, explicit_profile, run_id, topology, until, since)
     results = tuple(judge_gate(prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
-                               run_id, topology, since, until, gate_end(g, until, horizon, scrape)) for g in GATES)
+                               run_id, topology, since, until, gate_end(g, until, horizon, scrape),
+                               g.needs_secs(thresholds)) for g in GATES)
     # An alert fires ``for`` plus up to an evaluation after its breach began (by ``until``).
     alerts_until = until if horizon is None else max(until, min(horizon, until + max_for_secs() + 2 * scrape))
     fired = _alerts_fired(prom, run_id, topology, since, alerts_until)
