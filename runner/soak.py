@@ -206,7 +206,7 @@ def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None)
                   cfg.exporter_port or free_port())
     verdicts: list[TopologyVerdict] = []
     metas: list[TopologyMeta] = []
-    windows: dict[str, tuple[float, float]] = {}
+    windows: dict[str, tuple[float, ...]] = {}
     try:
         stack.start()
         print(f"soak-run: run {cfg.run_id} in {cfg.run_dir}; Prometheus {stack.prometheus_url}", file=sys.stderr)
@@ -219,7 +219,9 @@ def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None)
                 print(f"soak-run: {name}: {exc}", file=sys.stderr)
                 verdict, meta = None, TopologyMeta(name, time.time(), time.time(), "error", (str(exc),))
             metas.append(meta)
-            windows[name] = (verdict.since, verdict.until) if verdict else (meta.started_at, meta.ended_at)
+            # [since, until, horizon]: re-judging (--run-dir) sees the drain as the run did.
+            windows[name] = ((verdict.since, verdict.until, verdict.judged_until or verdict.until) if verdict
+                             else (meta.started_at, meta.ended_at))
             cfg.save({"windows": windows})
             if verdict is not None:
                 verdicts.append(verdict)
