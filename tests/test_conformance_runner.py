@@ -35,6 +35,10 @@ def _until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def _recorded(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
 def _finished(topo: Topology, event_id: str) -> list[str]:
     rows = [line.split("|") for line in topo.chaos.log.path.read_text().splitlines()[1:]]
     return [r[3] for r in rows if r[2] == event_id and r[3] != "start"]
@@ -62,12 +66,14 @@ def test_runner_argv_for_every_topology_restart_and_kill_passes_the_stand_in(
         for node in topo.nodes.values():
             node.start()
         wait_ready(topo.nodes.values(), 20)
-        for action in ("restart", "kill"):
+        for launches, action in enumerate(("restart", "kill"), start=len(expected_nodes) + 1):
+            _until(lambda: _recorded(log) == launches - 1, 20, "every launch so far recorded by the stand-in")
             ev = ChaosEvent(f"c-{action}", 0, "all", victim, action, down_secs=0.5)
             topo.chaos.launch(ev)
             _until(lambda: _finished(topo, ev.id), 20, f"{action} of {victim}")
             assert _finished(topo, ev.id) == ["completed"], topo.chaos.log.path.read_text()
-        wait_ready(topo.nodes.values(), 20)   # the relaunched process passes readiness too
+            wait_ready(topo.nodes.values(), 20)   # the relaunched process passes readiness too
+        _until(lambda: _recorded(log) == len(expected_nodes) + 2, 20, "the last relaunch recorded")
         # The nodes behind the stand-in really run: reports from each (after the relaunch too).
         _until(lambda: all(any(n.spec.report_dir.glob("epoch-*.json")) for n in topo.nodes.values()), 20,
                "a report from every node")
