@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from alerts.gates import GATES, gate_by_name
-from alerts.generate import PLACEHOLDER_WEBHOOK, render, render_alertmanager_config, stale, write
+from alerts.generate import DEFAULT_RUNBOOK_BASE_URL, PLACEHOLDER_WEBHOOK, render, render_alertmanager_config, stale, write
 from alerts.profiles import PROFILES
 from soakcore.services import AMTOOL_BIN, PROMTOOL_BIN, find_binary
 
@@ -211,7 +211,7 @@ def test_every_generated_alert_has_severity_gate_label_and_all_annotations() -> 
         rule = gate_alerts[g.alert]
         assert rule["labels"] == {"severity": g.severity, "gate": g.name}
         assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-        assert rule["annotations"]["runbook_url"] == f"alerts/RUNBOOK.md#{g.anchor}"
+        assert rule["annotations"]["runbook_url"] == f"{DEFAULT_RUNBOOK_BASE_URL}#{g.anchor}"
         assert rule["expr"] == g.breach and g.value in rule["expr"]
 
 
@@ -236,3 +236,42 @@ def test_the_runbook_has_one_section_per_gate_with_its_anchor() -> None:
         assert f'<a id="{g.anchor}"></a>\n## {g.alert}\n' in runbook
         assert g.runbook in runbook
     assert '<a id="insufficient-data"></a>' in runbook
+
+
+def test_the_runbook_reads_as_text_with_units_not_templates_or_exponents() -> None:
+    runbook = (ALERTS / "RUNBOOK.md").read_text()
+    assert "{{" not in runbook and "$labels" not in runbook and "$value" not in runbook
+    assert not re.search(r"\d\.\d+e[+-]\d+", runbook), "a number in exponent form"
+    memory = runbook.split('<a id="soakmemorygrowthhigh"></a>')[1].split("<a id=")[0]
+    assert "soak_smoke 128 MiB/h, soak_endurance 64 MiB/h, soak_release 32 MiB/h" in memory
+    assert "soak_smoke 2m, soak_endurance 10m, soak_release 15m" in memory    # warm-up as durations
+    stall = runbook.split('<a id="soakconsensusstalled"></a>')[1].split("<a id=")[0]
+    assert "soak_smoke 5m, soak_endurance 7m, soak_release 10m" in stall
+    assert "No node of *topology* committed a new block for *the measured time*" in stall
+    ratio = runbook.split('<a id="soakdistfsfailureratiohigh"></a>')[1].split("<a id=")[0]
+    assert "soak_smoke 25 %, soak_endurance 15 %, soak_release 10 %" in ratio
+
+
+def test_runbook_urls_are_absolute_and_the_base_is_a_flag(tmp_path: Path) -> None:
+    for group in yaml.safe_load((ALERTS / "rules.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            url = rule.get("annotations", {}).get("runbook_url")
+            if url is not None:
+                assert url.startswith(DEFAULT_RUNBOOK_BASE_URL + "#"), url
+    base = (tmp_path / "RUNBOOK.md").as_uri()
+    done = subprocess.run([sys.executable, "-m", "alerts", "--runbook-base-url", base, "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rules = yaml.safe_load((tmp_path / "rules.yml").read_text())
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert urls["SoakConsensusStalled"] == f"{base}#soakconsensusstalled"
+    anchor = urls["SoakConsensusStalled"].split("#")[1]
+    assert f'<a id="{anchor}"></a>' in (tmp_path / "RUNBOOK.md").read_text()
+    for bad in ("alerts/RUNBOOK.md", "localhost:8080/RUNBOOK.md", f"{base}#x"):
+        refused = subprocess.run([sys.executable, "-m", "alerts", "--runbook-base-url", bad, "--out", str(tmp_path)],
+                                 cwd=ROOT, capture_output=True, text=True)
+        assert refused.returncode == 2 and "--runbook-base-url" in refused.stderr, bad
+    # The checked-in files never get a machine-specific base.
+    refused = subprocess.run([sys.executable, "-m", "alerts", "--runbook-base-url", base], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "--out" in refused.stderr

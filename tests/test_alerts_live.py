@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from alerts.generate import render_alertmanager_config
+from alerts.generate import DEFAULT_RUNBOOK_BASE_URL, render_alertmanager_config
 from soakcore.services import (AlertWebhook, Service, free_port, http_get_json, read_alerts_log,
                                start_alertmanager, start_prometheus, terminate, wait_http_ok)
 
@@ -118,7 +118,7 @@ def test_a_broken_reward_invariant_reaches_the_webhook_with_its_labels_and_annot
     assert entry["annotations"] == {
         "summary": "Reward-asset invariant violated on n1",
         "description": "reward_asset_invariant_status.ok is false on n1. Never exempt.",
-        "runbook_url": "alerts/RUNBOOK.md#soakrewardinvariantviolated"}
+        "runbook_url": f"{DEFAULT_RUNBOOK_BASE_URL}#soakrewardinvariantviolated"}
     # Scrape 1s + evaluation 1s + group_wait 5s: generous bound for a loaded 2-core machine.
     assert 0 < latency < 30
     others = {e["labels"].get("alertname") for e in read_alerts_log(log)} - {"SoakRewardInvariantViolated"}
@@ -141,6 +141,6 @@ def test_a_dead_exporter_trips_the_dead_mans_switch_at_the_webhook(stack: Stack)
     latency = entry["received_at"] - stopped
     print(f"\nexporter-stop-to-webhook delivery: {latency:.1f}s")
     assert entry["labels"] == {"alertname": "SoakExporterDown", "severity": "critical", "gate": "exporter_down"}
-    assert entry["annotations"]["runbook_url"] == "alerts/RUNBOOK.md#soakexporterdown"
+    assert entry["annotations"]["runbook_url"] == f"{DEFAULT_RUNBOOK_BASE_URL}#soakexporterdown"
     # The rule's for is 30s: delivery cannot come sooner, and group_wait adds about 5s.
     assert 30 <= latency < 75
