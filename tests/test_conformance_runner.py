@@ -20,10 +20,10 @@ from runner.cli import build_parser, resolve
 from runner.nodes import wait_ready
 from runner.plan import ChaosEvent
 from runner.soak import Topology
+from simulator.testing import port_block
 
 STANDINS = ROOT / "tests" / "standins"
 BINARY = {"g1": STANDINS / "world_viewer_live", "g2": STANDINS / "oasis7_chain_runtime"}
-BASE_PORT = 29400   # 29400-29699: this file's (G2 uses case_base+1..+43 per topology)
 
 
 def _until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +51,9 @@ def test_runner_argv_for_every_topology_restart_and_kill_passes_the_stand_in(
     monkeypatch.setenv("SOAK_STANDIN_ARGV_LOG", str(log))
     monkeypatch.setenv("SOAK_STANDIN_SIM_ARGS", "[]")
     index = TOPOLOGIES.index(topology)   # as in a run of every topology: G2 case_base moves by 100
-    base = BASE_PORT + 150 * (("g1", "g2").index(kind))
+    # The ports this topology binds lie in 44 free ones of 29000-29999 (picked now, so two test
+    # sessions at once do not collide): G1 base..+2 or +110..+112, G2 case_base+1..+43.
+    base = port_block(44, 29000, 29999) - 100 * index
     # No --node-kind: the binary's name says which generation it is.
     cfg = resolve(build_parser().parse_args(["--node-bin", str(BINARY[kind]), "--topologies", ",".join(TOPOLOGIES),
                                              "--out-dir", str(tmp_path / "out"), "--base-port", str(base),

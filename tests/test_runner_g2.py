@@ -26,14 +26,19 @@ from runner.nodes import NodeProc, StartupError, wait_ready
 from runner.plan import ChaosEvent
 from runner.soak import Topology
 from runner.topology import NodeSpec
-from simulator.testing import g2_script_argv
+from simulator.testing import g2_script_argv, port_block
 from soakcore.errors import UsageError
 from soakcore.services import http_get_json
 from soakrun import SoakRun, start_soak
 
 ROLES = ("sequencer", "storage", "observer")
 G2_STANDIN = ROOT / "tests" / "standins" / "oasis7_chain_runtime"
-BASE_PORT = 29000   # 29000-29399 for this file: G2 uses case_base+1..+43 per topology
+
+
+def free_block(n: int = 44) -> int:
+    """n ports free (UDP and TCP) in 29000-29999, this file's range: a G2 topology binds
+    case_base+1..+43. Picked when needed, so two test sessions at once do not collide."""
+    return port_block(n, 29000, 29999)
 NOW = time.mktime((2026, 5, 21, 10, 15, 0, 0, 0, -1))
 
 
@@ -126,7 +131,7 @@ def test_g2_node_labels_in_plans_and_node_args_are_the_three_roles_in_both_topol
 
 
 def test_every_g2_port_is_reserved_and_a_held_replication_port_is_named(tmp_path: Path) -> None:
-    base = BASE_PORT + 200
+    base = free_block(144)   # both topologies: case_base 0 and 100
     cfg = _cfg(tmp_path, "--node-kind", "g2", "--base-port", str(base))
     uses = {(u.port, u.proto): u.what for u in ports.planned(cfg)}
     for index, name in enumerate(TOPOLOGIES):
@@ -157,7 +162,8 @@ def _stop(topo: Topology) -> None:
 
 
 def test_g2_nodes_share_one_root_key_become_ready_and_a_cut_drops_gossip_and_replication(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "--node-kind", "g2", "--topology", "triad_distributed", "--base-port", str(BASE_PORT),
+    # Index 1 (as in a run of both topologies): case_base = --base-port + 100.
+    cfg = _cfg(tmp_path, "--node-kind", "g2", "--topology", "triad_distributed", "--base-port", str(free_block() - 100),
                "--tick-ms", "100", "--epoch-secs", "1")
     cfg.run_dir.mkdir(parents=True)
     topo = Topology(cfg, 1, "triad_distributed", ChaosLog(cfg.run_dir / "chaos_events.log"))
@@ -184,8 +190,12 @@ def test_g2_nodes_share_one_root_key_become_ready_and_a_cut_drops_gossip_and_rep
         if netcut.available() is None:
             ev = ChaosEvent("cut", 0, "all", "observer", "disconnect", duration_secs=3)
             topo.chaos.launch(ev)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not netcut.probe_blocked("127.0.0.1", observer.gossip_ports[0]):
+            deadline = time.monotonic() + 5   # the rules go in one by one: wait for the UDP and TCP ones
+
+            def cut() -> bool:
+                return (netcut.probe_blocked("127.0.0.1", observer.gossip_ports[0])
+                        and netcut.probe_tcp_blocked("127.0.0.1", observer.replication_ports[0], 0.3))
+            while time.monotonic() < deadline and not cut():
                 time.sleep(0.05)
             assert netcut.probe_blocked("127.0.0.1", observer.gossip_ports[0])
             assert netcut.probe_tcp_blocked("127.0.0.1", observer.replication_ports[0])
@@ -213,7 +223,7 @@ def test_g2_nodes_share_one_root_key_become_ready_and_a_cut_drops_gossip_and_rep
 
 def _fake_node(tmp: Path, running: object, health: int = 200) -> NodeProc:
     """A real HTTP process answering /healthz with ``health`` and a status with ``running``."""
-    port = BASE_PORT + 390
+    port = free_block(1)
     script = (f"import http.server, json\nclass H(http.server.BaseHTTPRequestHandler):\n"
               f"    def do_GET(self):\n"
               f"        code, body = ({health}, b'{{\"ok\":true}}') if self.path == '/healthz' else "
@@ -248,7 +258,7 @@ def test_readiness_needs_healthz_and_then_running_true(tmp_path: Path, running: 
 def test_a_g2_node_that_exits_during_start_up_fails_the_topology_at_once_with_its_stderr(tmp_path: Path) -> None:
     started = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "runner", "--node-kind", "g2", "--topology", "triad",
-                          "--base-port", str(BASE_PORT + 300), "--out-dir", str(tmp_path), "--duration-secs", "30",
+                          "--base-port", str(free_block()), "--out-dir", str(tmp_path), "--duration-secs", "30",
                           "--epoch-secs", "1", "--node-arg", "storage=--no-such-flag"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -286,8 +296,8 @@ def g2_soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
     common = ["--node-kind", "g2", "--duration-secs", str(DURATION), "--chaos-plan", str(plan),
               "--max-stall-secs", "8", "--max-lag-p95", "5", "--threshold", "max_report_gap_secs=8",
               "--threshold", "warmup_secs=5"]
-    runs = {"green": start_soak("green", tmp, BASE_PORT + 400, [*common, "--topology", "triad"]),
-            "fault": start_soak("fault", tmp, BASE_PORT + 600, [*common, "--topology", "triad_distributed", *FAULT])}
+    runs = {"green": start_soak("green", tmp, free_block(), [*common, "--topology", "triad"]),
+            "fault": start_soak("fault", tmp, free_block(), [*common, "--topology", "triad_distributed", *FAULT])}
     for run in runs.values():
         run.wait(300)
     return runs
