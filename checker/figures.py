@@ -6,6 +6,7 @@ results, not queried again; the rest select by run_id/topology on raw catalog me
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from alerts.gates import outside_chaos
@@ -86,7 +87,7 @@ def _spans(points: list[tuple[float, float]], step: float) -> list[tuple[float, 
 
 TIMELINE_COLUMNS = ("topology", "node", "epoch_index", "observed_at_unix_ms", "committed_height",
                     "network_committed_height", "lag", "total_checks", "failed_checks", "distfs_failure_ratio",
-                    "invariant_ok", "report_path")
+                    "invariant_ok", "report_path", "observed_at_utc", "secs_since_start")
 
 
 def _timeline(prom: Prom, sel: str, topology: str, since: float, until: float,
@@ -121,8 +122,15 @@ def _timeline(prom: Prom, sel: str, topology: str, since: float, until: float,
                 "total_checks": _int(total), "failed_checks": _int(failed),
                 "distfs_failure_ratio": round(failed / total, 6) if total and failed is not None else "",
                 "invariant_ok": "" if at["invariant_ok"].get(t) is None else str(at["invariant_ok"][t] == 1).lower(),
-                "report_path": f"{topology}/nodes/{node}/report/epoch-{int(epoch)}.json"})
+                "report_path": f"{topology}/nodes/{node}/report/epoch-{int(epoch)}.json",
+                "observed_at_utc": _utc_ms(observed) if observed else "",
+                "secs_since_start": f"{observed - since:.3f}" if observed else ""})
     return tuple(sorted(rows, key=lambda r: (r["observed_at_unix_ms"] or 0, r["node"], r["epoch_index"])))
+
+
+def _utc_ms(ts: float) -> str:
+    """ISO 8601 UTC with milliseconds: ``2026-01-01T00:15:20.000Z``."""
+    return datetime.fromtimestamp(round(ts, 3), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _int(v: float | None) -> int | str:

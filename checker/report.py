@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import platform
+import re
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any, Sequence
 from xml.etree import ElementTree as ET
 
-from alerts.gates import GATES
+from alerts.gates import GATES, Gate, gate_by_name
 from alerts.profiles import Profile
+from alerts.units import human, human_duration
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
-from checker.failures import failures_markdown, fmt
+from checker.failures import failures_markdown, when_text
 from checker.plots import plot_topology
 
 
@@ -25,12 +27,31 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _version() -> str:
+def _version(short: bool = True) -> str:
+    """The stack's commit (``git rev-parse HEAD``), or ``unknown`` outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except OSError:
+        return subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def not_judged_reason(g: Gate, note: str | None, thresholds: dict[str, float]) -> str:
+    """Why a gate was not judged, in words: the checker's note when it gave one, else what its
+    data requirement needs (warm-up, enough DistFS checks, reports)."""
+    if note:
+        return note
+    if g.warmup:
+        return (f"no process ran past the {human_duration(thresholds.get('warmup_secs', 0.0))} warm-up "
+                "(`warmup_secs`) in the window: slopes are judged only after it")
+    if "min_distfs_checks" in g.data:
+        return (f"no node made {thresholds.get('min_distfs_checks', 0):g} DistFS checks "
+                f"(`min_distfs_checks`){' within 5 minutes' if 'increase' in g.data else ''}")
+    if "> 0" in g.data:
+        return "no DistFS checks in the window"
+    metric = next(iter(re.findall(r"soak_[a-z_]+", g.data)), g.data)
+    what = "epoch reports" if metric.startswith(("soak_consensus", "soak_reward", "soak_report")) else "exporter data"
+    return f"no `{metric}` series in the window (no {what} for this topology)"
 
 
 def _status_without_verdict(m: TopologyMeta | None, profile: Profile) -> str:
@@ -51,12 +72,14 @@ def _unjudged_gates(profile: Profile) -> dict[str, Any]:
                      "alert": g.alert, "value": None,
                      "threshold": profile.thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
                      "query": g.value, "worst_node": None, "first_failed_at": None,
-                     "note": "no data for this topology in its window", "evaluated_at": None} for g in GATES}
+                     "note": "no data for this topology in its window", "evaluated_at": None, "unit": g.unit,
+                     "reason": "no data for this topology in its window"} for g in GATES}
 
 
 def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
     gate_status = v.metric_gate_status if v else "insufficient_data"
     failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
+    thresholds = dict(v.thresholds) if v and v.thresholds else dict(profile.thresholds)
     status = v.status if v else _status_without_verdict(m, profile)
     if m is not None and m.process_status == "aborted":
         status = "aborted"
@@ -72,7 +95,9 @@ def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, prof
                            "severity": g.severity, "alert": g.alert, "value": g.value,
                            "threshold": g.threshold, "query": g.query, "worst_node": g.worst_node,
                            "first_failed_at": iso(g.first_failed_at), "note": g.note,
-                           "evaluated_at": iso(g.evaluated_at)}
+                           "evaluated_at": iso(g.evaluated_at), "unit": gate_by_name(g.name).unit,
+                           "reason": not_judged_reason(gate_by_name(g.name), g.note, thresholds)
+                           if g.status == "insufficient_data" else None}
                   for g in (v.gates if v else ())} if v else _unjudged_gates(profile),
         "alerts_fired": list(v.alerts_fired) if v else [], "disagreements": list(v.disagreements) if v else [],
         "window": {"since": iso(v.since), "until": iso(v.until), "judged_until": iso(v.judged_until)} if v else None,
@@ -162,32 +187,76 @@ def strict(obj: Any) -> Any:
     return obj
 
 
+MARKS = {"pass": "pass", "fail": "**FAIL**", "warn": "WARN", "insufficient_data": "not judged"}
+
+
+def _human_threshold(name: str, g: dict[str, Any]) -> str:
+    gate = gate_by_name(name)
+    return human(g["threshold"], gate.unit) if gate.threshold_key else "0"
+
+
+def _span(t: dict[str, Any]) -> str:
+    since, until = (t["window"] or {}).get("since"), (t["window"] or {}).get("until")
+    start, end = since or t["started_at"], until or t["ended_at"]
+    try:
+        secs = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() - \
+            datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return f"{start} .. {end}"
+    return f"{start} .. {end} ({human_duration(secs)})"
+
+
+def topology_counts(t: dict[str, Any]) -> str:
+    """``13 pass, 1 WARN, 2 not judged``."""
+    counts: dict[str, int] = {}
+    for g in t["gates"].values():
+        counts[g["outcome"]] = counts.get(g["outcome"], 0) + 1
+    return ", ".join(f"{counts[k]} {MARKS[k].strip('*').replace('FAIL', 'failed')}"
+                     for k in ("fail", "warn", "pass", "insufficient_data") if counts.get(k))
+
+
 def _markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Soak verdict: **{doc['overall_status'].upper()}**", "",
-             f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir'] or '-'}`", ""]
+             f"profile `{doc['profile']}`, scenario `{doc['scenario']}`, run `{doc['run_dir'] or '-'}`, "
+             f"seed {doc['provenance']['seed'] if doc['provenance']['seed'] is not None else '-'}", ""]
     if doc["notes"]:
         lines += [f"- note: {n}" for n in doc["notes"]] + [""]
+    if doc["overall_status"] != "ok":
+        lines += ["What failed, where, when and what to do first: [failures.md](failures.md)", ""]
     for t in doc["topologies"]:
-        lines += [f"## {t['topology']}: {t['status'].upper()} (gates: {t['metric_gate']['status']}, "
-                  f"process: {t['process_status']})", "",
-                  f"{t['started_at']} .. {t['ended_at']}; {t['report_samples']} reports, {t['chaos_events']} chaos events",
-                  "", "| gate | severity | status | value | threshold | worst node |", "|---|---|---|---|---|---|"]
-        for name, g in t["gates"].items():
-            mark = {"pass": "pass", "fail": "**FAIL**", "warn": "WARN",
-                    "insufficient_data": "_insufficient data_"}.get(g["outcome"], g["outcome"])
-            lines.append(f"| {g['alert']} | {g['severity']} | {mark} | {fmt(g['value'])} | {fmt(g['threshold'])} "
-                         f"| {g['worst_node'] or '-'} |")
+        start = _stamp(t["started_at"]) or _stamp((t["window"] or {}).get("since"))
+        lines += [f"## {t['topology']}: {t['status'].upper()} ({topology_counts(t)}; process {t['process_status']})",
+                  "", f"{_span(t)}; {t['report_samples']} reports, {t['chaos_events']} chaos events", "",
+                  "| gate | unit | severity | result | value | threshold | worst node | first failure |",
+                  "|---|---|---|---|---|---|---|---|"]
+        judged = {n: g for n, g in t["gates"].items() if g["outcome"] != "insufficient_data"}
+        for name, g in judged.items():
+            unit = g.get("unit") or gate_by_name(name).unit
+            first = when_text(_stamp(g["first_failed_at"]), start) if g["first_failed_at"] else "-"
+            lines.append(f"| {g['alert']} | {unit or 'count'} | {g['severity']} | {MARKS[g['outcome']]} "
+                         f"| {human(g['value'], unit)} | {_human_threshold(name, g)} | {g['worst_node'] or '-'} "
+                         f"| {first} |")
+        unjudged = {n: g for n, g in t["gates"].items() if g["outcome"] == "insufficient_data"}
+        if unjudged:
+            lines += ["", f"Not judged ({len(unjudged)}; "
+                      f"{'each fails the run under this profile' if doc['profile'] != 'soak_smoke' else 'not a pass, not a failure under soak_smoke'}):", ""]
+            lines += [f"- {g['alert']}: {g.get('reason') or g.get('note') or 'no data'}" for g in unjudged.values()]
+        notes = [f"- {g['alert']}: {g['note']}" for g in judged.values()
+                 if g.get("note") and g["note"] not in " ".join(t["disagreements"])]
+        notes += [f"- disagreement: {d}" for d in t["disagreements"]] + [f"- note: {n}" for n in t["notes"]]
         if t["alerts_fired"]:
-            lines += ["", "Alerts fired: " + ", ".join(sorted({a.get('alertname', '?') for a in t["alerts_fired"]}))]
-        for name, g in t["gates"].items():
-            if g.get("note") and g["note"] not in " ".join(t["disagreements"]):
-                lines.append(f"- {g['alert']}: {g['note']}")
-        for d in t["disagreements"]:
-            lines.append(f"- disagreement: {d}")
-        for n in t["notes"]:
-            lines.append(f"- note: {n}")
+            notes.append("- alerts fired: " + ", ".join(sorted({a.get('alertname', '?') for a in t["alerts_fired"]})))
+        if notes:
+            lines += ["", *notes]
         lines += ["", f"![{t['topology']}](plots/{t['topology']}.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def _stamp(text: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def _timeline(path: Path, verdicts: Sequence[TopologyVerdict]) -> None:
@@ -198,24 +267,63 @@ def _timeline(path: Path, verdicts: Sequence[TopologyVerdict]) -> None:
         w.writerows(rows)
 
 
+def _junit_time(ts: float | None) -> str:
+    """JUnit's timestamp: ISO 8601 without a zone (the XSD's pattern); always UTC here."""
+    return datetime.fromtimestamp(ts or time.time(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def junit_message(t: dict[str, Any], name: str, g: dict[str, Any], start: float | None) -> str:
+    """``SoakConsensusStalled on triad at 2026-...Z (15m 25s into the run): 8m 10s > 5m``."""
+    unit = gate_by_name(name).unit
+    where = f" on {g['worst_node']}" if g["worst_node"] else f" in {t['topology']}"
+    at = _stamp(g["first_failed_at"])
+    when = f" at {when_text(at, start)}" if at is not None else ""
+    return f"{g['alert']}{where}{when}: {human(g['value'], unit)} > threshold {_human_threshold(name, g)}"
+
+
 def _junit(path: Path, doc: dict[str, Any]) -> None:
+    commit = _version(short=False)
     suites = ET.Element("testsuites", name="soak")
+    total_time = 0.0
     for t in doc["topologies"]:
         gates = t["gates"]
-        suite = ET.SubElement(suites, "testsuite", name=t["topology"], tests=str(len(gates)),
-                              failures=str(sum(g["outcome"] == "fail" for g in gates.values())),
-                              skipped=str(sum(g["outcome"] == "insufficient_data" for g in gates.values())))
+        start = _stamp((t["window"] or {}).get("since")) or _stamp(t["started_at"])
+        end = _stamp((t["window"] or {}).get("until")) or _stamp(t["ended_at"])
+        secs = max(0.0, (end or 0) - (start or 0)) if start and end else 0.0
+        total_time += secs
+        suite = ET.SubElement(suites, "testsuite", name=f"soak.{t['topology']}", tests=str(len(gates)),
+                              failures=str(sum(g["outcome"] == "fail" for g in gates.values())), errors="0",
+                              skipped=str(sum(g["outcome"] == "insufficient_data" for g in gates.values())),
+                              time=f"{secs:.3f}", timestamp=_junit_time(start), hostname=platform.node() or "localhost")
+        props = ET.SubElement(suite, "properties")
+        for key, value in (("run_id", t["run_id"]), ("profile", doc["profile"]),
+                           ("seed", doc["provenance"]["seed"]), ("topology", t["topology"]),
+                           ("scenario", doc["scenario"]), ("commit", commit), ("run_dir", doc["run_dir"]),
+                           ("window", _span(t)), ("status", t["status"]), ("process_status", t["process_status"])):
+            ET.SubElement(props, "property", name=key, value="" if value is None else str(value))
         for name, g in gates.items():
-            case = ET.SubElement(suite, "testcase", classname=f"soak.{t['topology']}", name=name)
-            props = ET.SubElement(case, "properties")
-            for key in ("severity", "outcome"):
-                ET.SubElement(props, "property", name=key, value=str(g[key]))
+            gate = gate_by_name(name)
+            case = ET.SubElement(suite, "testcase", classname=f"soak.{t['topology']}", name=name,
+                                 time=f"{secs:.3f}", timestamp=_junit_time(start))
+            cprops = ET.SubElement(case, "properties")
+            for key, value in (("alert", g["alert"]), ("severity", g["severity"]), ("outcome", g["outcome"]),
+                               ("unit", gate.unit or "count"), ("value", human(g["value"], gate.unit)),
+                               ("threshold", _human_threshold(name, g)), ("worst_node", g["worst_node"] or "-"),
+                               ("first_failed_at", g["first_failed_at"] or "-")):
+                ET.SubElement(cprops, "property", name=key, value=str(value))
+            detail = (f"{gate.runbook}\nquery (evaluated at {g.get('evaluated_at') or '-'}):\n{g['query']}"
+                      + (f"\nnote: {g['note']}" if g.get("note") else ""))
             if g["outcome"] == "fail":
-                ET.SubElement(case, "failure", message=f"{fmt(g['value'])} > {fmt(g['threshold'])}").text = g["query"]
+                msg = junit_message(t, name, g, start)
+                ET.SubElement(case, "failure", message=msg, type=g["alert"]).text = f"{msg}\n{detail}"
             elif g["outcome"] == "warn":
                 # A warning is reported, never a failed test: CI must not go red on it.
-                ET.SubElement(case, "system-out").text = (
-                    f"WARN ({g['severity']}): {fmt(g['value'])} > {fmt(g['threshold'])}\n{g['query']}")
+                ET.SubElement(case, "system-out").text = f"WARN ({g['severity']}): {junit_message(t, name, g, start)}\n{detail}"
             elif g["outcome"] == "insufficient_data":
-                ET.SubElement(case, "skipped", message="insufficient data")
+                ET.SubElement(case, "skipped", message=f"not judged: {g.get('reason') or g.get('note') or 'no data'}")
+    suites.set("tests", str(sum(int(s.get("tests", "0")) for s in suites)))
+    suites.set("failures", str(sum(int(s.get("failures", "0")) for s in suites)))
+    suites.set("skipped", str(sum(int(s.get("skipped", "0")) for s in suites)))
+    suites.set("time", f"{total_time:.3f}")
+    ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -18,6 +18,7 @@ import pytest
 from alerts.profiles import get_profile
 from checker.api import TopologyVerdict, evaluate
 from checker.cli import main
+from checker.failures import with_run_labels
 from checker.promapi import Prom
 from checker.testing import MiB, Fault, History, backfill
 from soakcore.errors import EvaluationError
@@ -224,11 +225,14 @@ def test_a_failing_window_exits_1_with_a_reproducible_failure_report(prometheus:
     _assert_old_summary_keys(doc)
     assert doc["gate_failures"][0]["topology"] == "triad"
     failures = (tmp_path / "failures.md").read_text()
-    assert "SoakConsensusStalled" in failures and doc["topologies"][0]["gates"]["consensus_stalled"]["query"] in failures
-    assert "pause on triad" in failures        # the chaos window shortly before the stall
+    query = doc["topologies"][0]["gates"]["consensus_stalled"]["query"]
+    assert "SoakConsensusStalled" in failures and 'soak_consensus_stall_seconds{run_id="stall_near_pause",' \
+        'topology="triad"}' in failures and with_run_labels(query, "stall_near_pause", "triad") in failures
+    assert "| pause | triad |" in failures        # the chaos window shortly before the stall
     junit = (tmp_path / "junit.xml").read_text()
     assert junit.count("<failure") == 1
-    _golden("stall_near_pause.failures.md", failures)
+    _golden("stall_near_pause.failures.md", failures.replace(prometheus.url, "http://PROMETHEUS")
+            .replace(ROOT.as_uri(), "file:///CHECKOUT"))
 
 
 def test_missing_data_warns_under_smoke_and_fails_under_endurance(prometheus: Service, tmp_path: Path) -> None:
