@@ -47,6 +47,8 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
     lag = _by_node(rng(lag_expr))
     heights = _by_node(rng(f"soak_consensus_committed_height{{{sel}}}"))
     rss = _by_node(rng(f"soak_process_resident_memory_bytes{{{sel}}}"))
+    fds = _by_node(rng(f"soak_process_open_fds{{{sel}}}"))
+    disk = _by_node(rng(f"soak_node_disk_bytes{{{sel}}}"))
     failed = rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="failed"}})')
     total = rng(f"sum by (node) (soak_distfs_checks_total{{{sel}}})")
     ratio = _by_node(rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="failed"}}) / '
@@ -71,7 +73,8 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
         figures[key] = by_gate[gate].value if gate in by_gate else None
     windows = [{"node": lab.get("node"), "action": lab.get("action"), "start": s, "end": e}
                for lab, pts in chaos for s, e in _spans(pts, step)]
-    series = {"heights": heights, "lag": lag, "rss": rss, "distfs_ratio": ratio, "chaos_windows": windows}
+    series = {"heights": heights, "lag": lag, "rss": rss, "fds": fds, "disk": disk, "distfs_ratio": ratio,
+              "chaos_windows": windows}
     return figures, series, _timeline(prom, sel, topology, since, until, step)
 
 

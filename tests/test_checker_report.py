@@ -237,3 +237,28 @@ def test_timeline_csv_has_utc_times_and_seconds_since_the_start(prometheus: Serv
         assert row["observed_at_utc"] == __import__("datetime").datetime.fromtimestamp(
             ms / 1000, __import__("datetime").timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         assert float(row["secs_since_start"]) == pytest.approx(ms / 1000 - START)
+
+
+def test_plots_label_chaos_mark_first_failures_and_start_resource_panels_at_zero(prometheus: Service) -> None:
+    import matplotlib.pyplot as plt
+    from checker.plots import PANELS, build_figure
+    fig = build_figure(verdict(prometheus, "invariant"))
+    try:
+        axes = dict(zip((p.key for p in PANELS), fig.axes))
+        texts = [(t.get_gid(), t.get_text()) for ax in fig.axes for t in ax.texts]
+        assert ("chaos-label", "pause triad") in texts
+        assert ("first-failure", "SoakRewardInvariantViolated first fails (triad)") in texts
+        assert not any(gid == "first-failure" and "Memory" in text for gid, text in texts)
+        for key, floor in (("rss", 256.0), ("fds", 64.0), ("disk", 64.0)):
+            bottom, top = axes[key].get_ylim()
+            assert bottom == 0 and top >= floor, (key, bottom, top)
+            assert axes[key].lines, f"no {key} lines"
+    finally:
+        plt.close(fig)
+    fig = build_figure(verdict(prometheus, "memory"))
+    try:
+        rss = dict(zip((p.key for p in PANELS), fig.axes))["rss"]
+        assert rss.get_ylim()[1] > 400                       # a real leak still fills the axis
+        assert any("SoakMemoryGrowthHigh first fails (storage)" == t.get_text() for t in rss.texts)
+    finally:
+        plt.close(fig)
