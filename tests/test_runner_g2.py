@@ -351,4 +351,5 @@ def test_g2_soak_on_the_simulator_runs_every_chaos_action_and_leaves_the_verdict
     else:
         assert summary["overall_status"] == "failed" and _failed(run) == FAULT_FAILS, run.gates()
         failures = (d / "failures.md").read_text()
-        assert "## triad_distributed: SoakDistfsFailureRatioHigh — fail" in failures and "worst node: storage" in failures
+        section = failures[failures.index("SoakDistfsFailureRatioHigh"):]
+        assert failures.count("## triad_distributed: ") == 2 and "storage" in section[:400], failures[:1500]
