@@ -18,11 +18,31 @@ from alerts.profiles import PROFILES, get_profile
 from checker.api import (RunMeta, TopologyMeta, TopologyVerdict, describe_runs, discover, evaluate_window,
                          max_for_secs, runs_in_window)
 from checker.promapi import Prom, duration_secs
-from checker.report import iso, write_reports
+from alerts.gates import gate_by_name
+from alerts.units import human
+from checker.report import iso, topology_counts, write_reports
 from checker.tsdb import open_saved
 from soakcore.errors import EvaluationError, InputError, UsageError, crash_log_dir, run_cli
 
 EPILOG = """\
+examples:
+  # the last 30 minutes of a live soak, on the runner's or the compose Prometheus
+  soak-check --prometheus http://127.0.0.1:9090 --since 30m --out /tmp/verdict
+  # one run and topology over a fixed window (RFC3339 or unix seconds)
+  soak-check --prometheus http://127.0.0.1:9090 --since 2026-01-01T00:00:00Z \\
+             --until 2026-01-01T01:00:00Z --run-id 20260101-000000 --topology triad
+  # a finished run again, from its saved TSDB (writes RUN/rejudge-<UTC time>/)
+  soak-check --run-dir .tmp/p2p_longrun/20260101-000000
+  # the same, judged with the release profile's numbers
+  soak-check --run-dir .tmp/p2p_longrun/20260101-000000 --profile soak_release --out /tmp/release
+
+durations (--since, --until): 90 (seconds), 90s, 10m, 1h, 2d ago; or an RFC3339 time
+(2026-01-01T00:00:00Z) or unix seconds (a number of 10 digits or more).
+
+outputs (in --out): summary.md (read this first), failures.md (on failure: node, time,
+evidence, next steps), summary.json, junit.xml, timeline.csv, plots/<topology>.png; the
+per-gate results and these paths are printed at the end.
+
 exit codes: 0 pass, 1 a gate failed (also missing data under endurance/release), 2 bad
 arguments, 3 could not evaluate (Prometheus unreachable or not answering like Prometheus, no
 run in the window, an unknown profile label, an internal error: its traceback is in the log
@@ -38,8 +58,11 @@ that fired in the window while the gate's query passed fails that gate (with a n
 (no data: insufficient data); damaged TSDB blocks are left out and named in the verdict.
 """
 WAIT_PROGRESS_SECS = 15.0
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+# A bare number below this is a duration in seconds (``--since 90``), above it unix seconds
+# (1e9 s is 2001-09-09: no soak is older, no window is longer).
+BARE_DURATION_MAX = 1e9
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +71,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_time(text: str, now: float, flag: str) -> float:
-    """``30m`` (ago), an RFC3339 time, or unix seconds; a finite time after 1970, else exit 2."""
-    if m := DURATION.match(text.strip()):
+    """``90``, ``90s``, ``30m``, ``1h``, ``2d`` (ago), an RFC3339 time, or unix seconds (a bare
+    number of at least ``BARE_DURATION_MAX``); a finite time after 1970, else exit 2."""
+    m = DURATION.match(text.strip())
+    if m and (m.group(2) or float(m.group(1)) < BARE_DURATION_MAX):
         at = now - float(m.group(1)) * UNITS[m.group(2)]
     else:
         try:
@@ -61,7 +86,8 @@ def parse_time(text: str, now: float, flag: str) -> float:
                     parsed = parsed.replace(tzinfo=timezone.utc)
                 at = parsed.timestamp()
             except (ValueError, OverflowError, OSError):
-                raise UsageError(f"{flag} {text!r}: expected a duration like 30m, an RFC3339 time or unix seconds") from None
+                raise UsageError(f"{flag} {text!r}: expected a duration like 90, 90s, 10m or 1h (ago), an RFC3339 "
+                                 "time or unix seconds") from None
     if not math.isfinite(at) or at <= 0:
         raise UsageError(f"{flag} {text!r}: not a time after 1970 (NaN, infinite, negative or too far back)")
     return at
@@ -122,8 +148,35 @@ def judge(url: str, windows: list[Window], run_id: str | None, profile_name: str
                    notes=notes, topologies=named)
     code = write_reports(out, verdicts, meta)
     _warn_insufficient(verdicts)
-    print(f"soak-check: {'OK' if code == 0 else 'FAILED'}: {out / 'summary.md'}")
+    sys.stderr.flush()
+    print(verdict_text(out), flush=True)
     return code
+
+
+def verdict_text(out: Path) -> str:
+    """The end of a check: per topology each gate's result (FAIL, WARN, pass, not judged) in
+    its unit, then the verdict and the paths, summary.md first."""
+    doc = json.loads((out / "summary.json").read_text())
+    order = {"fail": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
+    marks = {"fail": "FAIL", "warn": "WARN", "insufficient_data": "not judged", "pass": "pass"}
+    lines = []
+    for t in doc["topologies"]:
+        lines.append(f"{t['topology']}: {t['status'].upper()} ({topology_counts(t)})")
+        for name, g in sorted(t["gates"].items(), key=lambda kv: (order[kv[1]["outcome"]], kv[0])):
+            unit = gate_by_name(name).unit
+            if g["outcome"] == "insufficient_data":
+                detail = g.get("reason") or g.get("note") or "no data"
+            else:
+                limit = human(g["threshold"], unit) if gate_by_name(name).threshold_key else "0"
+                detail = f"{human(g['value'], unit)} (threshold {limit})"
+                if g["outcome"] in ("fail", "warn"):
+                    detail += f" on {g['worst_node'] or t['topology']}, first at {g['first_failed_at'] or '-'}"
+            lines.append(f"  {marks[g['outcome']]:<10}  {g['alert']:<34} {detail}")
+    status = doc["overall_status"].upper()
+    paths = [out / "summary.md", *([out / "failures.md"] if (out / "failures.md").exists() else []),
+             out / "summary.json", out / "junit.xml", out / "timeline.csv", out / "plots"]
+    lines += [f"soak-check: {status}", *(f"  {p}" for p in paths)]
+    return "\n".join(lines)
 
 
 def wait_for_window_end(prom: Prom, until: float, wait: bool) -> tuple[float, float]:
@@ -165,20 +218,42 @@ def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
             print(f"soak-check: {level}: {v.topology}: insufficient data for {', '.join(missing)}", file=sys.stderr)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples and exit codes as written; each flag's help names its default itself."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="soak-check", description="Judge a soak window from Prometheus: every gate of alerts/gates.py "
+                "over the window, per run and topology; write the verdict files and exit 0/1/2/3.",
+                formatter_class=_Formatter, epilog=EPILOG)
+    p.add_argument("--prometheus", metavar="URL", default=None,
+                   help="Prometheus base URL, with http:// or https:// (required unless --run-dir)")
+    p.add_argument("--since", metavar="WHEN", default=None,
+                   help="window start: 90, 90s, 10m, 1h, 2d (ago), RFC3339 or unix seconds (required unless --run-dir)")
+    p.add_argument("--until", metavar="WHEN", default=None,
+                   help="window end, same forms as --since (default: now)")
+    p.add_argument("--run-id", metavar="ID", default=None,
+                   help="judge only this run (soak_run_info's run_id; default: every run in the window)")
+    p.add_argument("--topology", metavar="NAME", default=None,
+                   help="judge only this topology (default: every topology in the window)")
+    p.add_argument("--profile", choices=list(PROFILES), default=None,
+                   help="judge with this profile's thresholds (default: each run's own profile and exported "
+                        "thresholds)")
+    p.add_argument("--out", type=Path, metavar="DIR", default=None,
+                   help="folder for the verdict files (default: the current folder; with --run-dir "
+                        "RUN/rejudge-<UTC time>/)")
+    p.add_argument("--run-dir", type=Path, metavar="RUN", default=None,
+                   help="judge a finished run again from its saved TSDB (RUN/prometheus) over its own windows "
+                        "(default: none, judge --prometheus live)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="judge at once, even if the window ends less than a gate's `for` ago (default: wait, "
+                        "with a progress line every 15 s)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     def body() -> int:
-        p = _Parser(prog="soak-check", description="Judge a soak window from Prometheus.",
-                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-        p.add_argument("--prometheus", help="Prometheus base URL")
-        p.add_argument("--since", help="30m | RFC3339 | unix seconds")
-        p.add_argument("--until", help="default: now")
-        p.add_argument("--run-id")
-        p.add_argument("--topology")
-        p.add_argument("--profile", choices=list(PROFILES))
-        p.add_argument("--out", type=Path, help="folder for the verdict files (default: the current one)")
-        p.add_argument("--run-dir", type=Path, help="judge a finished run again from its saved TSDB")
-        p.add_argument("--no-wait", action="store_true",
-                       help="judge at once, even if the window ends less than a gate's `for` ago")
+        p = build_parser()
         a = p.parse_args(argv)
         now = time.time()
         if a.out is not None and a.out.exists() and not a.out.is_dir():

@@ -231,6 +231,14 @@ def test_a_failing_window_exits_1_with_a_reproducible_failure_report(prometheus:
     assert "| pause | triad |" in failures        # the chaos window shortly before the stall
     junit = (tmp_path / "junit.xml").read_text()
     assert junit.count("<failure") == 1
+    # The end of the output: each gate's result in its unit, then the paths, summary.md first.
+    tail = done.stdout.splitlines()
+    assert tail[0].startswith("triad: FAILED (1 failed,"), done.stdout
+    assert tail[1].split() [:2] == ["FAIL", "SoakConsensusStalled"] and "8m 10s (threshold 5m)" in tail[1]
+    assert any(line.split()[:1] == ["pass"] for line in tail)
+    assert tail.index("soak-check: FAILED") < len(tail) - 6
+    paths = [line.strip() for line in tail[tail.index("soak-check: FAILED") + 1:]]
+    assert paths[:3] == [str(tmp_path / n) for n in ("summary.md", "failures.md", "summary.json")]
     _golden("stall_near_pause.failures.md", failures.replace(prometheus.url, "http://PROMETHEUS")
             .replace(ROOT.as_uri(), "file:///CHECKOUT"))
 
@@ -266,6 +274,36 @@ def test_bad_arguments_exit_2_before_anything_is_queried(args: list[str], tmp_pa
     code, err = check_in_process(capsys, *args, "--out", str(tmp_path))
     assert code == 2, err
     assert err.startswith("soak-check: error:")
+
+
+def test_help_names_every_flag_with_its_default_examples_and_exit_codes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from checker.cli import build_parser
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+        if action.option_strings != ["-h", "--help"]:
+            assert "default" in action.help or "required" in action.help, action.option_strings
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for needle in ("examples:", "soak-check --run-dir", "exit codes: 0 pass, 1", "3 could not evaluate",
+                   "90, 90s, 10m, 1h"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize(("text", "ago"), [("90", 90), ("90s", 90), ("10m", 600), ("1h", 3600), ("1.5h", 5400),
+                                          ("2d", 172800)])
+def test_durations_are_accepted_in_every_form(text: str, ago: float) -> None:
+    from checker.cli import parse_time
+    assert parse_time(text, 2e9, "--since") == 2e9 - ago
+    assert parse_time(str(START), 2e9, "--since") == START       # ten digits: unix seconds
+    assert parse_time("2026-01-01T00:00:00Z", 2e9, "--since") == START
+
+
+def test_a_bare_host_port_is_a_usage_error_that_suggests_http(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = check_in_process(capsys, "--prometheus", "localhost:9090", "--since", "30m", "--out", str(tmp_path))
+    assert code == 2 and "did you mean http://localhost:9090" in err
 
 
 def test_a_finished_run_directory_is_judged_again_from_its_saved_tsdb(prometheus: Service, tmp_path: Path) -> None:
