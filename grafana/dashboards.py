@@ -13,7 +13,8 @@ from grafanalib._gen import DashboardEncoder
 from grafanalib.core import GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR, Annotations, Dashboard, Template, Templating, Time
 
 from alerts.gates import GATES
-from grafana.panels import (DATASOURCE, RED, RUN_SEL, Cell, Layout, gate_stat, gate_trend, sel, series,
+from alerts.generate import DEFAULT_RUNBOOK_BASE_URL
+from grafana.panels import (ALERTMANAGER_DEFAULT, ALERTMANAGER_VAR, DATASOURCE, RED, RUN_SEL, RUNBOOK_VAR, Cell, Layout, gate_stat, gate_trend, sel, series,
                             target, timeline)
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -32,6 +33,12 @@ def _variables() -> Templating:
         var("run_id", "label_values(soak_run_info, run_id)", "run"),
         var("topology", 'label_values(soak_run_info{run_id=~"$run_id"}, topology)', "topology"),
         var("node", f"label_values(soak_node_info{{{RUN_SEL}}}, node)", "node"),
+        # Where the gate panels' "in Alertmanager" links go; edit it in the dashboard's bar.
+        Template(name=ALERTMANAGER_VAR, label="Alertmanager URL", query=ALERTMANAGER_DEFAULT, type="textbox",
+                 default=ALERTMANAGER_DEFAULT),
+        # Where the gate panels' runbook links go (the rules' runbook_url base by default).
+        Template(name=RUNBOOK_VAR, label="Runbook URL", query=DEFAULT_RUNBOOK_BASE_URL, type="textbox",
+                 default=DEFAULT_RUNBOOK_BASE_URL, hide=2),
     ])
 
 

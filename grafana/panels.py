@@ -11,7 +11,10 @@ from typing import Any
 
 from grafanalib.core import GridPos, RowPanel, Stat, StateTimeline, Target, TimeSeries
 
+import urllib.parse
+
 from alerts.gates import SCOPE_LABELS, Gate, threshold
+from alerts.generate import runbook_link
 
 # Every panel reads through the dashboard's datasource variable, so the same JSON works when
 # provisioned by docker-compose and when imported into an existing Grafana.
@@ -25,6 +28,22 @@ GREEN, RED, GREY = "green", "red", "#808080"
 # so the red step sits just above zero.
 ZERO_THRESHOLD_STEP = 1e-9
 WIDTH = 24  # Grafana's grid width
+# The dashboard's Alertmanager variable (a text box, default the compose Alertmanager).
+ALERTMANAGER_VAR = "alertmanager"
+ALERTMANAGER_DEFAULT = "http://127.0.0.1:9093"
+# The runbook's location (a text box, default the checked-in rules' base URL).
+RUNBOOK_VAR = "runbook"
+
+
+def gate_links(gate: Gate) -> list[dict[str, Any]]:
+    """A gate panel's links: its runbook section (``$runbook``, default the rules' base URL
+    ``alerts.generate.DEFAULT_RUNBOOK_BASE_URL``), and its alerts in Alertmanager."""
+    matcher = urllib.parse.quote(f'{{alertname="{gate.alert}"}}', safe="")
+    return [{"title": f"Runbook: {gate.alert}", "url": runbook_link(gate.anchor, f"${{{RUNBOOK_VAR}}}"),
+             "targetBlank": True},
+            {"title": f"{gate.alert} in Alertmanager",
+             "url": f"${{{ALERTMANAGER_VAR}}}/#/alerts?silenced=false&inhibited=true&filter={matcher}",
+             "targetBlank": True}]
 
 
 def sel(metric: str, extra: str = "", scope: str = "node") -> str:
@@ -114,7 +133,7 @@ def gate_stat(gate: Gate) -> Stat:
     return Stat(title=gate.alert, dataSource=DATASOURCE, targets=targets, thresholds=steps,
                 transformations=transformations, colorMode="background", graphMode="none",
                 reduceCalc="lastNotNull", noValue="no data", format=_unit(gate.unit),
-                description=_gate_description(gate))
+                description=_gate_description(gate), links=gate_links(gate))
 
 
 def gate_trend(gate: Gate) -> TimeSeries:
@@ -126,12 +145,14 @@ def gate_trend(gate: Gate) -> TimeSeries:
     dashed = {"matcher": {"id": "byFrameRefID", "options": "threshold"}, "properties": [
         {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
         {"id": "color", "value": {"mode": "fixed", "fixedColor": RED}}]}
-    return series(gate.alert, targets, _unit(gate.unit), _gate_description(gate), overrides=[dashed])
+    return series(gate.alert, targets, _unit(gate.unit), _gate_description(gate), overrides=[dashed],
+                  links=gate_links(gate))
 
 
 def _gate_description(gate: Gate) -> str:
     limit = f"threshold `{gate.threshold_key}`" if gate.threshold_key else "0"
-    return f"Gate {gate.name} ({gate.severity}): fails when the value is above {limit}. First look: {gate.runbook}"
+    return (f"Gate {gate.name} ({gate.severity}): fails when the value is above {limit}. First look: {gate.runbook} "
+            "Links (top left): the runbook section and this alert in Alertmanager.")
 
 
 # Gate units (free text in gates.py) -> Grafana unit ids.

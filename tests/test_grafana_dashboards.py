@@ -130,3 +130,23 @@ def test_regenerating_into_an_unwritable_place_is_a_one_line_usage_error(tmp_pat
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "cannot write" in run.stderr
+
+
+def test_every_gate_panel_links_to_its_runbook_section_and_to_its_alerts_in_alertmanager() -> None:
+    from alerts.generate import DEFAULT_RUNBOOK_BASE_URL
+    dashboard = load("agent-world-soak.json")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["runbook"]["query"] == DEFAULT_RUNBOOK_BASE_URL
+    assert variables["alertmanager"]["type"] == "textbox" and variables["alertmanager"]["query"].startswith("http")
+    runbook = (ROOT / "alerts" / "RUNBOOK.md").read_text()
+    by_title: dict[str, list[dict[str, Any]]] = {}
+    for panel in panels(dashboard):
+        if panel["type"] in ("stat", "timeseries") and panel["title"] in {g.alert for g in GATES}:
+            by_title.setdefault(panel["title"], []).append(panel)
+    for gate in GATES:
+        assert len(by_title[gate.alert]) == 2, gate.alert          # the verdict stat and the trend
+        for panel in by_title[gate.alert]:
+            urls = [link["url"] for link in panel["links"]]
+            assert urls[0] == f"${{runbook}}#{gate.anchor}" and f'<a id="{gate.anchor}"></a>' in runbook
+            assert urls[1].startswith("${alertmanager}/#/alerts?")
+            assert urllib.parse.unquote(urls[1].split("filter=")[1]) == f'{{alertname="{gate.alert}"}}'
