@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from alerts.gates import GATES, Gate
 from alerts.profiles import PROFILES, Profile
@@ -45,6 +47,9 @@ class GateResult:
     # The time the gate's query was evaluated at (``until``, or later to see a breach that
     # began by ``until`` last its ``for``): what reproduces it.
     evaluated_at: float | None = None
+    # Where the gate's value came from: "recorded" (the rules' soak:gate_value, recorded live
+    # or backfilled with promtool) or "raw" (recomputed from the catalog metrics).
+    source: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class TopologyVerdict:
     # Latest time judged: a breach that began by ``until`` was watched up to here (its
     # gate's ``for`` plus a scrape past ``until``, within the data's horizon).
     judged_until: float | None = None
+    # Gates judged from their recorded values (soak:gate_value); the others from raw series.
+    recorded_gates: tuple[str, ...] = ()
 
     @property
     def metric_gate_status(self) -> str:
@@ -153,18 +160,41 @@ def gate_end(g: Gate, until: float, horizon: float | None, scrape_interval: floa
     return max(until, min(horizon, until + _secs(g.for_) + scrape_interval))
 
 
+def _span(g: Gate, since: float, until: float, end: float | None) -> tuple[float, float, float]:
+    """(step, start, end) of ``g``'s judging: a breach must have lasted ``for`` inside the
+    window, so judging starts ``for`` after ``since``; ``end`` is at or after ``until``."""
+    step = step_for(since, until)
+    return step, min(since + _secs(g.for_), until - step), until if end is None else max(until, end)
+
+
 def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str,
                since: float, until: float, end: float | None = None, needs_secs: float = 0.0) -> GateResult:
-    """``g`` over [since, until]; with ``end`` past ``until``, a breach that began inside the
-    window is still seen to last its ``for`` (``gate_end``). ``needs_secs``: the shortest
-    window in which the gate could fire (``Gate.needs_secs``); a shorter one cannot pass."""
-    step = step_for(since, until)
-    end = until if end is None else max(until, end)
+    """``g`` over [since, until] from raw series; with ``end`` past ``until``, a breach that
+    began inside the window is still seen to last its ``for`` (``gate_end``). ``needs_secs``:
+    the shortest window in which the gate could fire (``Gate.needs_secs``); a shorter one
+    cannot pass."""
+    step, start, end = _span(g, since, until, end)
     by = "run_id, topology, node"
-    # A breach must have lasted ``for`` inside the window, so judging starts ``for`` after since.
-    start = min(since + _secs(g.for_), until - step)
     query = f"max by ({by}) (max_over_time({_window(_sustained(g), start, end, step)}))"
-    rows = [(lab, v) for lab, v in prom.instant(query, end) if _matches(lab, run_id, topology) and not math.isnan(v)]
+    rows = prom.instant(query, end)
+
+    def first(labels: Labels) -> float | None:
+        return _first_failure(prom, g, threshold, labels, run_id, topology, start, end, step)
+
+    def has_data() -> bool:
+        data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
+        return any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
+
+    return _conclude(prom, g, threshold, run_id, topology, since, until, end, needs_secs, query, rows, first,
+                     has_data, "raw")
+
+
+def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str, since: float, until: float,
+              end: float, needs_secs: float, query: str, rows: Iterable[tuple[Labels, float]],
+              first: Callable[[Labels], float | None], has_data: Callable[[], bool], source: str) -> GateResult:
+    """The gate's result from its value rows (one per judged thing, the window's worst
+    sustained value), whatever path computed them: the same rules for both."""
+    rows = [(lab, v) for lab, v in rows if _matches(lab, run_id, topology) and not math.isnan(v)]
     # Ties go to the first node by name, so the same data always names the same node.
     worst = min(rows, key=lambda r: (-r[1], r[0].get("node", "")), default=None)
     value = worst[1] if worst else None
@@ -173,17 +203,15 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
         # gate could not have failed, which is not a pass.
         return GateResult(g.name, g.alert, g.severity, "insufficient_data", value, threshold, query, None, None,
                           f"threshold {g.threshold_key} is {threshold}: the gate cannot fail, so it was not judged",
-                          end)
-    if value is not None and value > threshold:
-        first = _first_failure(prom, g, threshold, worst[0], run_id, topology, start, end, step)
-        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, query, worst[0].get("node"), first,
-                          None, end)
+                          end, source)
+    if worst is not None and worst[1] > threshold:
+        return GateResult(g.name, g.alert, g.severity, "fail", worst[1], threshold, query, worst[0].get("node"),
+                          first(worst[0]), None, end, source)
     proof = _whole_window_failure(prom, g, run_id, topology, since, until)
     if proof is not None:
-        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, proof[0], None, since, proof[1], end)
-    data_q = f"max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)}))"
-    has_data = any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
-    status = "pass" if has_data else "insufficient_data"
+        return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, proof[0], None, since, proof[1], end,
+                          source)
+    status = "pass" if has_data() else "insufficient_data"
     # A node is named only when it measured something: "worst" of all-zero values means nothing.
     named = worst[0].get("node") if worst and worst[1] > 0 else None
     note = None
@@ -191,7 +219,139 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
         status = "insufficient_data"
         note = (f"the {until - since:.0f}s window is shorter than the {needs_secs:.0f}s this gate needs to fire "
                 "(its for, plus its threshold or warm-up): it could not have failed, so it was not judged")
-    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, note, end)
+    return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, note, end, source)
+
+
+# --- Judging from recorded gate values -------------------------------------------------------
+#
+# The rules record each gate's value as soak:gate_value{gate=...} at every evaluation (live,
+# or backfilled with ``promtool tsdb create-blocks-from rules``, see checker/recording.py).
+# Judging then reads those samples instead of recomputing each gate from raw series: gates are
+# grouped by ``for`` (one instant query per group), one range query gives the first failures,
+# one query the data requirements of every gate. The semantics are the raw path's: a breach
+# counts once it held for ``for`` (min over the trailing ``for``), judged from ``since + for``
+# to the gate's end (``gate_end``, the drain horizon), on the same grid of ``step_for``.
+
+RECORDED = "soak:gate_value"
+# Parallel queries: Prometheus evaluates each query on one core.
+WORKERS = 3
+
+
+def _regex(text: str) -> str:
+    return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", text)
+
+
+def _recorded_selector(run_id: str | None, topology: str, gates: Iterable[Gate] | None = None) -> str:
+    """soak:gate_value of this run and topology, and series without those labels (a run-wide
+    gate such as the exporter's dead man's switch), as ``_matches`` takes them."""
+    rid = "" if run_id is None else _regex(run_id) + "|"
+    names = f"gate=~{json.dumps('|'.join(sorted(g.name for g in gates)))}," if gates is not None else ""
+    return f"{RECORDED}{{{names}run_id=~{json.dumps(rid)},topology=~{json.dumps(_regex(topology) + '|')}}}"
+
+
+def recorded_coverage(prom: Prom, run_id: str | None, topology: str, since: float, until: float,
+                      end: float) -> tuple[bool, set[str]]:
+    """(rules evaluated in [since, until], gates whose recordings can be judged from).
+
+    Recordings are trusted for a gate when it has some in the window and the rules ran over
+    the whole judged span: a recording within two evaluation intervals (estimated from the
+    densest series) of ``since`` and of ``end``. Rules that started late, stopped early, or a
+    gate added after the data were recorded: judged from raw series."""
+    window = max(1, int(until - since))
+    q = f"max by (gate) (count_over_time({_recorded_selector(run_id, topology)}[{window}s]))"
+    counts = {lab.get("gate", ""): v for lab, v in prom.instant(q, until)}
+    if not counts:
+        return False, set()
+    densest = max(counts.values())
+    if densest < 3:
+        return True, set()
+    tol = max(2 * step_for(since, until), math.ceil(2 * window / densest))
+    edge = f"count(count_over_time({_recorded_selector(run_id, topology)}[{int(tol)}s]))"
+    if not prom.instant(edge, min(since + tol, end)) or not prom.instant(edge, end):
+        return True, set()
+    return True, {name for name in counts if name}
+
+
+def _recorded_sustained(for_secs: int, selector: str, step: float) -> str:
+    """Per evaluation time, the recorded value held for ``for`` (all recordings of the last
+    ``for`` seconds); without ``for``, every recording of the last step."""
+    if for_secs == 0:
+        return f"max_over_time({selector}[{int(step)}s])"
+    return f"min_over_time({selector}[{for_secs}s])"
+
+
+def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], run_id: str | None, topology: str,
+                   since: float, until: float, ends: dict[str, float], needs: dict[str, float],
+                   pool: ThreadPoolExecutor | None = None) -> dict[str, GateResult]:
+    """Each of ``gates`` from its recorded values: a handful of queries for them all."""
+    if not gates:
+        return {}
+    step = step_for(since, until)
+    by = "gate, run_id, topology, node"
+    groups: dict[tuple[int, float, float], list[Gate]] = {}
+    for g in gates:
+        _, start, end = _span(g, since, until, ends[g.name])
+        groups.setdefault((_secs(g.for_), start, end), []).append(g)
+
+    def value_query(key: tuple[int, float, float]) -> tuple[str, list[tuple[Labels, float]]]:
+        for_secs, start, end = key
+        sel = _recorded_selector(run_id, topology, groups[key])
+        if for_secs == 0:     # every recording from start to end
+            q = f"max by ({by}) (max_over_time({sel}[{int(end - start)}s]))"
+        else:
+            q = f"max by ({by}) (max_over_time({_window(_recorded_sustained(for_secs, sel, step), start, end, step)}))"
+        return q, prom.instant(q, end)
+
+    def data_query() -> set[str]:
+        parts = [f'label_replace(max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)})), '
+                 f'"gate", "{g.name}", "", "")' for g in gates]
+        return {lab.get("gate", "") for lab, _ in prom.instant(" or ".join(parts), until) if _matches(lab, run_id, topology)}
+
+    run = pool.map if pool is not None else map
+    keys = list(groups)
+    # The data requirements are one raw query, asked alongside the recorded values.
+    answers = list(run(lambda k: value_query(k) if k is not None else data_query(), [*keys, None]))  # type: ignore[arg-type]
+    with_data: set[str] = answers[-1]  # type: ignore[assignment]
+    queries: dict[str, str] = {}
+    rows: dict[str, list[tuple[Labels, float]]] = {g.name: [] for g in gates}
+    for key, (q, found) in zip(keys, answers[:-1]):
+        for g in groups[key]:
+            queries[g.name] = q
+        for lab, v in found:
+            if lab.get("gate") in rows:
+                rows[lab["gate"]].append(({k: x for k, x in lab.items() if k != "gate"}, v))
+
+    def threshold_of(g: Gate) -> float:
+        return thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0
+
+    # One range query: the first failure of every failing gate on its worst node.
+    failing = [g for g in gates if math.isfinite(threshold_of(g)) and any(
+        _matches(lab, run_id, topology) and v > threshold_of(g) for lab, v in rows[g.name])]
+    firsts: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    if failing:
+        by_for: dict[int, list[Gate]] = {}
+        for g in failing:
+            by_for.setdefault(_secs(g.for_), []).append(g)
+        expr = " or ".join(f"max by ({by}) ({_recorded_sustained(f, _recorded_selector(run_id, topology, gs), step)})"
+                           for f, gs in sorted(by_for.items()))
+        start = min(_span(g, since, until, ends[g.name])[1] for g in failing)
+        end = max(ends[g.name] for g in failing)
+        for lab, points in prom.range(expr, start, end, step):
+            if _matches(lab, run_id, topology):
+                firsts.setdefault(lab.get("gate", ""), {})[lab.get("node", "")] = points
+
+    def conclude(g: Gate) -> GateResult:
+        threshold = threshold_of(g)
+        _, start, end = _span(g, since, until, ends[g.name])
+
+        def first(labels: Labels) -> float | None:
+            points = firsts.get(g.name, {}).get(labels.get("node", ""), [])
+            return next((t for t, v in points if start <= t <= end and v > threshold), None)
+
+        return _conclude(prom, g, threshold, run_id, topology, since, until, end, needs[g.name], queries[g.name],
+                         rows[g.name], first, lambda: g.name in with_data, "recorded")
+
+    return {g.name: conclude(g) for g in gates}
 
 
 def _whole_window_failure(prom: Prom, g: Gate, run_id: str | None, topology: str, since: float,
@@ -247,7 +407,7 @@ def max_for_secs() -> float:
 
 def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | None, topology: str,
              profile: Profile, explicit_profile: bool = True, horizon: float | None = None,
-             scrape_interval: float | None = None) -> TopologyVerdict:
+             scrape_interval: float | None = None, use_recordings: bool = True) -> TopologyVerdict:
     """Judge [since, until] of one run's topology.
 
     ``horizon``: the data up to this time belong to the run (the runner's drain after the
@@ -257,19 +417,31 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     ``until + max for + 2 scrapes`` count. None (the default): nothing past ``until`` is
     used, and a breach that begins within a gate's ``for`` of the end cannot be seen.
     ``scrape_interval``: Prometheus's scrape interval (default 15 s), how late it may first
-    see a breach that began at ``until``."""
+    see a breach that began at ``until``.
+    ``use_recordings``: judge each gate from its recorded values (soak:gate_value) where the
+    rules ran over the whole judged span (``recorded_coverage``); False: every gate from raw
+    series (the reference the recorded path must agree with)."""
     prom = Prom(prometheus_url)
     scrape = SCRAPE_SECS if scrape_interval is None else max(0.0, scrape_interval)
     if horizon is not None:
         horizon = data_horizon(prom, run_id, topology, until, min(horizon, until + max_for_secs() + 2 * scrape))
     thresholds = thresholds_for(prom, profile, explicit_profile, run_id, topology, until, since)
-    results = tuple(judge_gate(prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0,
-                               run_id, topology, since, until, gate_end(g, until, horizon, scrape),
-                               g.needs_secs(thresholds)) for g in GATES)
+    ends = {g.name: gate_end(g, until, horizon, scrape) for g in GATES}
+    needs = {g.name: g.needs_secs(thresholds) for g in GATES}
+    evaluated, recorded = recorded_coverage(prom, run_id, topology, since, until, max(ends.values(), default=until))
+    if not use_recordings:
+        recorded = set()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        raw = {g.name: pool.submit(judge_gate, prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key
+                                   else 0.0, run_id, topology, since, until, ends[g.name], needs[g.name])
+               for g in GATES if g.name not in recorded}
+        from_recordings = judge_recorded(prom, [g for g in GATES if g.name in recorded], thresholds, run_id,
+                                         topology, since, until, ends, needs, pool)
+        results = tuple(from_recordings[g.name] if g.name in from_recordings else raw[g.name].result()
+                        for g in GATES)
     # An alert fires ``for`` plus up to an evaluation after its breach began (by ``until``).
     alerts_until = until if horizon is None else max(until, min(horizon, until + max_for_secs() + 2 * scrape))
     fired = _alerts_fired(prom, run_id, topology, since, alerts_until)
-    evaluated = _rules_evaluated(prom, run_id, topology, since, until)
     # Each alert counts only if it fired within its own gate's ``for`` (+ 2 scrapes) of the
     # end: a breach that began after the window is not the window's.
     limits = {g.name: until if horizon is None else max(until, min(horizon, until + _secs(g.for_) + 2 * scrape))
@@ -277,9 +449,10 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until, limits)
     disagreements = overruled + (_disagreements(results, fired) if evaluated else ())
     figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
-    judged = max((gate_end(g, until, horizon, scrape) for g in GATES), default=until)
+    judged = max(ends.values(), default=until)
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged)
+                           series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged,
+                           tuple(g.name for g in GATES if g.name in recorded))
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:
@@ -323,11 +496,6 @@ def _first_firing(prom: Prom, alert: str, run_id: str | None, topology: str, sin
     times = [t for lab, points in prom.range(q, since, until, step_for(since, until))
              if _matches(lab, run_id, topology) for t, _ in points]
     return min(times, default=None)
-
-
-def _rules_evaluated(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> bool:
-    q = f"count by (run_id, topology) (count_over_time(soak:gate_value[{int(until - since)}s]))"
-    return any(_matches(lab, run_id, topology) for lab, _ in prom.instant(q, until))
 
 
 def _alerts_fired(prom: Prom, run_id: str | None, topology: str, since: float, until: float) -> tuple[dict[str, str], ...]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from soakcore.errors import EvaluationError
@@ -107,12 +108,16 @@ def _doc(body: bytes) -> Any:
 
 @dataclass
 class Prom:
+    """Safe to share between threads (the checker asks independent queries in parallel)."""
+
     url: str
     timeout: float = 30.0
     queries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.queries += 1
+        with self._lock:
+            self.queries += 1
         full = f"{self.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
         where = f"Prometheus {self.url}{path}"
         code = 200

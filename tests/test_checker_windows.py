@@ -3,7 +3,6 @@ nothing over a whole window fails the stall gate whatever its threshold. A real 
 over backfilled histories (checker.testing)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
