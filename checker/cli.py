@@ -75,6 +75,9 @@ def parse_time(text: str, now: float, flag: str) -> float:
     number of at least ``BARE_DURATION_MAX``); a finite time after 1970, else exit 2."""
     m = DURATION.match(text.strip())
     if m and (m.group(2) or float(m.group(1)) < BARE_DURATION_MAX):
+        if float(m.group(1)) == 0:
+            raise UsageError(f"{flag} {text!r}: a duration of 0 is no time ago; give one above 0 (90, 10m, 1h), "
+                             "an RFC3339 time or unix seconds")
         at = now - float(m.group(1)) * UNITS[m.group(2)]
     else:
         try:
