@@ -140,3 +140,17 @@ def test_node_bin_launches_a_real_node_binary_with_world_viewer_live_flags(tmp_p
         assert any(node.spec.report_dir.glob("epoch-*.json")), (node.spec.log_dir / "stderr.log").read_text()
     finally:
         node.stop()
+
+
+def test_topology_file_replication_ports_are_reserved_and_cut_as_tcp(tmp_path: Path) -> None:
+    from runner import ports
+    node = {**_sim_node("sequencer"), "replication_ports": [PORT + 50]}
+    path = _write(tmp_path, {"name": "solo", "nodes": [node]})
+    cfg = resolve(build_parser().parse_args(["--topology", str(path), "--out-dir", str(tmp_path / "out")]))
+    (spec,) = Topology(cfg, 0, "solo", ChaosLog(tmp_path / "c.log")).nodes.values()
+    assert spec.spec.gossip_ports == (PORT,) and spec.spec.replication_ports == (PORT + 50,)
+    assert {(u.port, u.proto) for u in ports.planned(cfg) if u.what == "solo/sequencer replication"} == \
+        {(PORT + 50, "tcp"), (PORT + 50, "udp")}
+    bad = _write(tmp_path, {"name": "solo", "nodes": [{**node, "replication_ports": ["x"]}]}, "bad.yaml")
+    with pytest.raises(Exception, match=r"nodes\[0\]\.replication_ports: expected a list of TCP ports"):
+        resolve(build_parser().parse_args(["--topology", str(bad), "--out-dir", str(tmp_path / "out")]))
