@@ -95,6 +95,7 @@ class SoakCollector(Collector):
         self.dirs: dict[str, ReportDir] = {}
         self.hashes = HashBook()
         self.excuser = chaoswin.Excuser()
+        self._status_failing: set[str] = set()
         self.pids: dict[str, tuple[int | None, int]] = {}  # node -> (pid, start ticks)
         self.detected_crashes: dict[str, int] = {}
         self.disk = DiskSizer()
@@ -183,8 +184,16 @@ class SoakCollector(Collector):
                 with urllib.request.urlopen(s.status_url, timeout=1.5) as resp:
                     report = parse_document(json.loads(resp.read(MAX_REPORT_BYTES)))
             except (OSError, ValueError, RecursionError, ReportError) as exc:
-                log.debug("%s: status poll failed: %s", s.status_url, exc)
+                # Counted (soak_report_errors_total{reason="status"}) and logged once per node
+                # until it answers again: a status document we cannot read is never silent.
+                with self._lock:
+                    view = self.views.setdefault(s.node, NodeView())
+                    view.count_error("status")
+                if s.node not in self._status_failing:
+                    log.warning("%s: status poll failed: %s", s.status_url, exc)
+                self._status_failing.add(s.node)
                 continue
+            self._status_failing.discard(s.node)
             arrived_s = time.time()  # the poll's answer, on this machine's clock
             with self._lock:
                 view = self.views.setdefault(s.node, NodeView())

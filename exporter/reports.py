@@ -11,12 +11,13 @@ from typing import Any
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024
 STATUSES = ("Pending", "Committed", "Rejected")
+_STATUS_BY_LOWER = {st.lower(): st for st in STATUSES}
 # Heights, counters and timestamps are u64 in the node: a larger number is not a reading.
 U64_MAX = 2**64 - 1
 
 
 class ReportError(Exception):
-    """reason is one of: partial, invalid_json, schema, too_large, io, duplicate."""
+    """reason is one of soakcore.catalog.REPORT_ERROR_REASONS."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -228,6 +229,9 @@ def _from_doc(doc: dict[str, Any]) -> Report:
     p = _parents(doc)
     missing: list[str] = []
     status = _first(p, str, F_STATUS, missing)
+    # G1 reports and older G2 status documents say "Committed"; the G2 status at HEAD says
+    # "committed" (tests/fixtures/agent_world/g2-chain-status-head.json): one status either way.
+    status = _STATUS_BY_LOWER.get(status.lower(), status) if status is not None else None
     if status is not None and status not in STATUSES:
         raise ReportError("schema", f"{_C}last_status: expected one of {STATUSES}, got {status!r}")
     reasons = _first(p, dict, F_REASONS, missing)

@@ -26,7 +26,9 @@ from soakcore.runstate import CHAOS_PHASES, RESTART_CAUSES
 
 BASE_LABELS: tuple[str, ...] = ("run_id", "topology")
 # Closed label value sets (the exporter emits exactly these, in this order).
-REPORT_ERROR_REASONS: tuple[str, ...] = ("partial", "invalid_json", "schema", "too_large", "io", "duplicate")
+# ``status``: a status endpoint poll that failed or answered a document we cannot read.
+REPORT_ERROR_REASONS: tuple[str, ...] = ("partial", "invalid_json", "schema", "too_large", "io", "duplicate",
+                                         "status")
 CONSENSUS_STATUSES: tuple[str, ...] = ("Pending", "Committed", "Rejected", "unknown")
 DISTFS_RESULTS: tuple[str, ...] = ("passed", "failed")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"

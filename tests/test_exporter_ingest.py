@@ -19,6 +19,7 @@ from exporter.ingest import FULL_LIST_S, ReportDir
 from soakcore.runstate import CHAOS_ACTIONS, ChaosCount, ChaosWindow, NodeState, RunState, write_run_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
+EXAMPLES = Path(__file__).parent / "fixtures" / "agent_world"  # the real example documents
 L = {"run_id": "r1", "topology": "t1"}
 
 
@@ -283,3 +284,18 @@ def test_a_status_endpoint_freshens_gauges_but_never_moves_file_counters(tmp_pat
     assert before <= s.value("soak_consensus_last_progress_timestamp_seconds", node="n") <= after
     assert s.value("soak_distfs_checks_total", node="n", result="failed") == 3
     assert s.value("soak_reports_total", node="n") == 1
+
+
+def test_the_g2_status_at_head_with_lowercase_last_status_is_read_and_a_bad_one_is_counted(
+        tmp_path: Path, status_server: list) -> None:
+    status_server[0] = json.loads((EXAMPLES / "g2-chain-status-head.json").read_text())
+    setup = Setup(run_id="r1", topology="t1", sources=(Source("n", report_dir=str(tmp_path), status_url=status_server[1]),))
+    s = Scraper(SoakCollector(setup, settle_s=0.0))
+    s.collector.poll_status_once()
+    assert s.value("soak_consensus_status", node="n", status="Committed") == 1
+    assert s.value("soak_consensus_committed_height", node="n") == 40
+    assert s.value("soak_reward_invariant_ok", node="n") == 1
+    assert s.value("soak_report_errors_total", node="n", reason="status") == 0
+    status_server[0] = {"consensus": {"committed_height": "not a number"}}
+    s.collector.poll_status_once()
+    assert s.value("soak_report_errors_total", node="n", reason="status") == 1
