@@ -1,11 +1,23 @@
-"""Benchmark: judge a 24-hour, 10-node history (backfilled with promtool) and report the
-time and the number of Prometheus queries. Cost must grow with nodes, not run length.
+"""Benchmark: judge a 24-hour, 10-node history (backfilled with promtool) end to end (run
+discovery, every gate, figures, timeline, then the report files and plots), in two cases:
 
-    python3 bench/bench_checker.py [--hours 24] [--nodes 10] [--step 30]
+- backfilled-raw: only the raw series, as an archived or backfilled run: every gate is
+  recomputed from raw series (nested subqueries, asked in parallel);
+- live-recorded: the gates' recording rules (soak:gate_value) evaluated over the same data
+  with ``promtool tsdb create-blocks-from rules`` at ``--eval-interval``, as a live soak's
+  Prometheus records them: gates are judged from the recordings. The raw path is timed again
+  on that same TSDB, interleaved, for the ratio.
+
+Also the one-off cost of producing the recordings for backfilled data (promtool, then a
+Prometheus restart). Minimum and median over ``--reps``, query counts, and whether both
+paths reach the same verdict.
+
+    python3 bench/bench_checker.py [--hours 24] [--nodes 10] [--step 30] [--reps 5] [--eval-interval 15]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -15,12 +27,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alerts.profiles import get_profile  # noqa: E402
-from checker.api import RunMeta, evaluate  # noqa: E402
+from checker.api import RunMeta, TopologyVerdict, evaluate_window  # noqa: E402
+from checker.recording import move_blocks, record_gate_values  # noqa: E402
 from checker.report import write_reports  # noqa: E402
 from checker.testing import MiB, Fault, History, backfill  # noqa: E402
 from soakcore.services import start_prometheus  # noqa: E402
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
+GOAL_RECORDED, GOAL_RAW = 2.5, 5.0
+EXPECTED = ["consensus_stalled", "memory_growth_high", "reward_invariant_violated"]
+
+
+def judge_once(url: str, until: float, out: Path, use_recordings: bool) -> tuple[float, float, TopologyVerdict]:
+    """(evaluate seconds, reports seconds, the verdict): what soak-check does for one window."""
+    t0 = time.perf_counter()
+    (v,) = evaluate_window(url, START, until, run_id="bench", topology="triad_distributed",
+                           profile=get_profile("soak_smoke"), use_recordings=use_recordings)
+    t1 = time.perf_counter()
+    write_reports(out, [v], RunMeta(run_dir=None, profile=v.profile))
+    return t1 - t0, time.perf_counter() - t1, v
+
+
+def stats(name: str, runs: list[tuple[float, float, TopologyVerdict]]) -> float:
+    ev = [r[0] for r in runs]
+    total = [r[0] + r[1] for r in runs]
+    v = runs[-1][2]
+    print(f"  {name:<28} end to end min {min(total):5.2f} s  median {statistics.median(total):5.2f} s  "
+          f"(evaluate min {min(ev):.2f} / median {statistics.median(ev):.2f} s, reports median "
+          f"{statistics.median(r[1] for r in runs):.2f} s); {v.queries} queries; "
+          f"{len(v.recorded_gates)}/{len(v.gates)} gates from recordings")
+    return statistics.median(total)
+
+
+def verdict_of(v: TopologyVerdict) -> dict[str, tuple[str, str | None]]:
+    return {g.name: (g.status, g.worst_node) for g in v.gates}
 
 
 def main() -> None:
@@ -28,34 +68,57 @@ def main() -> None:
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--nodes", type=int, default=10)
     p.add_argument("--step", type=float, default=30.0, help="sample interval of the history (s)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--eval-interval", type=float, default=15.0, help="rule evaluation interval of the recordings (s)")
     a = p.parse_args()
     duration = a.hours * 3600
+    until = START + duration
     nodes = tuple(f"node{i:02d}" for i in range(a.nodes))
     # Known faults, so the bench also shows the verdict is the right one: a stall, a leak, and a
     # 60 s invariant violation (short against the window: it tests the query resolution).
     faults = (Fault("stall", duration / 2, duration / 2 + 900), Fault("memory", 3600, duration, nodes[3], 512 * MiB),
               Fault("invariant", duration / 3, duration / 3 + 60, nodes[2]))
     history = History("bench", "triad_distributed", nodes, START, duration, a.step, faults)
+    args = ("--storage.tsdb.retention.time=100y",)
     with tempfile.TemporaryDirectory(prefix="bench-checker-") as tmp:
         base = Path(tmp)
         t0 = time.monotonic()
-        backfill([history], base / "data")
-        t1 = time.monotonic()
+        data = backfill([history], base / "data")
+        backfill_secs = time.monotonic() - t0
         (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-        with start_prometheus(base / "prometheus.yml", base / "data", timeout=120,
-                              extra_args=("--storage.tsdb.retention.time=100y",)) as prom:
-            t2 = time.monotonic()
-            v = evaluate(prom.url, START, START + duration, run_id="bench", topology="triad_distributed",
-                         profile=get_profile("soak_smoke"))
-            t3 = time.monotonic()
-            code = write_reports(base / "out", [v], RunMeta(run_dir=None, profile=v.profile))
-            t4 = time.monotonic()
-    failed = sorted(g.name for g in v.gates if g.status == "fail")
-    print(f"history: {a.hours:g} h x {a.nodes} nodes, one sample per {a.step:g} s; backfill {t1 - t0:.1f} s, "
-          f"Prometheus start {t2 - t1:.1f} s")
-    print(f"evaluate: {t3 - t2:.1f} s, {v.queries} queries; reports and plots: {t4 - t3:.1f} s; "
-          f"timeline rows {len(v.timeline)}")
-    print(f"verdict: exit {code}, failed gates {failed} (expected consensus_stalled, memory_growth_high, reward_invariant_violated)")
+        with start_prometheus(base / "prometheus.yml", data, timeout=120, extra_args=args) as prom:
+            raw = [judge_once(prom.url, until, base / f"raw{i}", True) for i in range(a.reps)]
+            t0 = time.monotonic()
+            blocks = record_gate_values(prom.url, START, until, base / "recorded", a.eval_interval)
+            record_secs = time.monotonic() - t0
+        t0 = time.monotonic()
+        move_blocks(blocks, data)
+        with start_prometheus(base / "prometheus.yml", data, timeout=120, extra_args=args) as prom:
+            restart_secs = time.monotonic() - t0
+            recorded, forced = [], []
+            for i in range(a.reps):      # interleaved: the same load for both paths
+                recorded.append(judge_once(prom.url, until, base / f"rec{i}", True))
+                forced.append(judge_once(prom.url, until, base / f"forced{i}", False))
+
+    print(f"history: {a.hours:g} h x {a.nodes} nodes, one sample per {a.step:g} s; backfill {backfill_secs:.1f} s; "
+          f"{a.reps} repetitions each")
+    print("soak-check end to end (discovery, gates, figures, timeline, reports and plots):")
+    raw_med = stats("backfilled-raw", raw)
+    rec_med = stats(f"live-recorded ({a.eval_interval:g} s rules)", recorded)
+    forced_med = stats("same TSDB, raw forced", forced)
+    print(f"  ratio raw/recorded (interleaved, medians): {forced_med / rec_med:.1f}x; "
+          f"backfilled-raw/recorded: {raw_med / rec_med:.1f}x")
+    print(f"recording once for backfilled data: promtool create-blocks-from rules {record_secs:.1f} s "
+          f"({len(blocks)} blocks) + Prometheus restart {restart_secs:.1f} s; record then judge "
+          f"{record_secs + restart_secs + rec_med:.1f} s vs raw {raw_med:.1f} s: pays off from judging "
+          f"{max(2, int((record_secs + restart_secs) // max(0.01, raw_med - rec_med)) + 1)} times")
+    same = verdict_of(raw[-1][2]) == verdict_of(recorded[-1][2]) == verdict_of(forced[-1][2])
+    failed = sorted(g.name for g in recorded[-1][2].gates if g.status == "fail")
+    print(f"verdicts: recorded == raw (status, worst node, every gate): {same}; failed gates {failed} "
+          f"(expected {', '.join(EXPECTED)})")
+    print(f"goals: live-recorded <= {GOAL_RECORDED} s: {'met' if rec_med <= GOAL_RECORDED else 'MISSED'} "
+          f"({rec_med:.2f} s median); backfilled <= {GOAL_RAW} s: {'met' if raw_med <= GOAL_RAW else 'MISSED'} "
+          f"({raw_med:.2f} s median)")
 
 
 if __name__ == "__main__":

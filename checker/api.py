@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from alerts.gates import GATES, Gate
 from alerts.profiles import PROFILES, Profile
@@ -189,14 +189,19 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
                      has_data, "raw")
 
 
+def _worst(rows: Iterable[tuple[Labels, float]], run_id: str | None, topology: str) -> tuple[Labels, float] | None:
+    """The row with the highest value of this run; ties go to the first node by name, so the
+    same data always names the same node."""
+    return min(((lab, v) for lab, v in rows if _matches(lab, run_id, topology) and not math.isnan(v)),
+               key=lambda r: (-r[1], r[0].get("node", "")), default=None)
+
+
 def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str, since: float, until: float,
               end: float, needs_secs: float, query: str, rows: Iterable[tuple[Labels, float]],
               first: Callable[[Labels], float | None], has_data: Callable[[], bool], source: str) -> GateResult:
     """The gate's result from its value rows (one per judged thing, the window's worst
     sustained value), whatever path computed them: the same rules for both."""
-    rows = [(lab, v) for lab, v in rows if _matches(lab, run_id, topology) and not math.isnan(v)]
-    # Ties go to the first node by name, so the same data always names the same node.
-    worst = min(rows, key=lambda r: (-r[1], r[0].get("node", "")), default=None)
+    worst = _worst(rows, run_id, topology)
     value = worst[1] if worst else None
     if math.isnan(threshold) or threshold == math.inf:
         # A NaN threshold compares false with everything and +Inf can never be exceeded: the
@@ -235,6 +240,7 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
 RECORDED = "soak:gate_value"
 # Parallel queries: Prometheus evaluates each query on one core.
 WORKERS = 3
+DATA_QUERIES = 2
 
 
 def _regex(text: str) -> str:
@@ -302,19 +308,21 @@ def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], 
             q = f"max by ({by}) (max_over_time({_window(_recorded_sustained(for_secs, sel, step), start, end, step)}))"
         return q, prom.instant(q, end)
 
-    def data_query() -> set[str]:
+    def data_query(chunk: list[Gate]) -> set[str]:
         parts = [f'label_replace(max by (run_id, topology) (max_over_time({_window(g.data, since, until, step)})), '
-                 f'"gate", "{g.name}", "", "")' for g in gates]
+                 f'"gate", "{g.name}", "", "")' for g in chunk]
         return {lab.get("gate", "") for lab, _ in prom.instant(" or ".join(parts), until) if _matches(lab, run_id, topology)}
 
     run = pool.map if pool is not None else map
     keys = list(groups)
-    # The data requirements are one raw query, asked alongside the recorded values.
-    answers = list(run(lambda k: value_query(k) if k is not None else data_query(), [*keys, None]))  # type: ignore[arg-type]
-    with_data: set[str] = answers[-1]  # type: ignore[assignment]
+    # The data requirements are raw queries (DATA_QUERIES of them, each for several gates),
+    # asked alongside the recorded values.
+    chunks = [gates[i::DATA_QUERIES] for i in range(min(DATA_QUERIES, len(gates)))]
+    answers = list(run(lambda k: value_query(k) if isinstance(k, tuple) else data_query(k), [*keys, *chunks]))  # type: ignore[arg-type]
+    with_data: set[str] = set().union(*answers[len(keys):])  # type: ignore[arg-type]
     queries: dict[str, str] = {}
     rows: dict[str, list[tuple[Labels, float]]] = {g.name: [] for g in gates}
-    for key, (q, found) in zip(keys, answers[:-1]):
+    for key, (q, found) in zip(keys, answers[:len(keys)]):
         for g in groups[key]:
             queries[g.name] = q
         for lab, v in found:
@@ -324,29 +332,29 @@ def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], 
     def threshold_of(g: Gate) -> float:
         return thresholds.get(g.threshold_key, 0.0) if g.threshold_key else 0.0
 
-    # One range query: the first failure of every failing gate on its worst node.
-    failing = [g for g in gates if math.isfinite(threshold_of(g)) and any(
-        _matches(lab, run_id, topology) and v > threshold_of(g) for lab, v in rows[g.name])]
-    firsts: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    # One range query: when each failing gate first failed on its worst node (only the points
+    # above its threshold come back).
+    worst = {g.name: _worst(rows[g.name], run_id, topology) for g in gates}
+    failing = [g for g in gates if math.isfinite(threshold_of(g)) and (w := worst[g.name]) and w[1] > threshold_of(g)]
+    firsts: dict[str, list[tuple[float, float]]] = {}
     if failing:
-        by_for: dict[int, list[Gate]] = {}
+        parts = []
         for g in failing:
-            by_for.setdefault(_secs(g.for_), []).append(g)
-        expr = " or ".join(f"max by ({by}) ({_recorded_sustained(f, _recorded_selector(run_id, topology, gs), step)})"
-                           for f, gs in sorted(by_for.items()))
+            node = (worst[g.name] or ({}, 0.0))[0].get("node", "")
+            sel = _recorded_selector(run_id, topology, [g])[:-1] + f",node={json.dumps(node)}}}"
+            parts.append(f"max by ({by}) ({_recorded_sustained(_secs(g.for_), sel, step)}) > {threshold_of(g)!r}")
         start = min(_span(g, since, until, ends[g.name])[1] for g in failing)
         end = max(ends[g.name] for g in failing)
-        for lab, points in prom.range(expr, start, end, step):
+        for lab, points in prom.range(" or ".join(parts), start, end, step):
             if _matches(lab, run_id, topology):
-                firsts.setdefault(lab.get("gate", ""), {})[lab.get("node", "")] = points
+                firsts.setdefault(lab.get("gate", ""), []).extend(points)
 
     def conclude(g: Gate) -> GateResult:
         threshold = threshold_of(g)
         _, start, end = _span(g, since, until, ends[g.name])
 
         def first(labels: Labels) -> float | None:
-            points = firsts.get(g.name, {}).get(labels.get("node", ""), [])
-            return next((t for t, v in points if start <= t <= end and v > threshold), None)
+            return min((t for t, v in firsts.get(g.name, []) if start <= t <= end and v > threshold), default=None)
 
         return _conclude(prom, g, threshold, run_id, topology, since, until, end, needs[g.name], queries[g.name],
                          rows[g.name], first, lambda: g.name in with_data, "recorded")
@@ -431,6 +439,37 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     evaluated, recorded = recorded_coverage(prom, run_id, topology, since, until, max(ends.values(), default=until))
     if not use_recordings:
         recorded = set()
+    # The figures' range queries are asked while the gates are judged (collect_figures reads
+    # the gate results only after its queries).
+    later = _Later()
+    with ThreadPoolExecutor(1) as aside:
+        figured = aside.submit(collect_figures, prom, later, run_id, topology, since, until, step_for(since, until))
+        try:
+            results, fired, disagreements = _judge_all(prom, thresholds, run_id, topology, since, until, horizon,
+                                                       scrape, ends, needs, recorded, evaluated)
+            later.set_result(results)
+        except BaseException as exc:
+            later.set_exception(exc)
+            raise
+        figures, series, timeline = figured.result()
+    judged = max(ends.values(), default=until)
+    return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
+                           series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged,
+                           tuple(g.name for g in GATES if g.name in recorded))
+
+
+class _Later(Future):  # type: ignore[type-arg]
+    """The gate results once they are known, iterable like them (for collect_figures)."""
+
+    def __iter__(self) -> Iterator[GateResult]:
+        return iter(self.result())
+
+
+def _judge_all(prom: Prom, thresholds: dict[str, float], run_id: str | None, topology: str, since: float,
+               until: float, horizon: float | None, scrape: float, ends: dict[str, float], needs: dict[str, float],
+               recorded: set[str], evaluated: bool) -> tuple[tuple[GateResult, ...], tuple[dict[str, str], ...],
+                                                             tuple[str, ...]]:
+    """Every gate (recorded where possible, raw in parallel), then the alerts that fired."""
     with ThreadPoolExecutor(WORKERS) as pool:
         raw = {g.name: pool.submit(judge_gate, prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key
                                    else 0.0, run_id, topology, since, until, ends[g.name], needs[g.name])
@@ -447,12 +486,7 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     limits = {g.name: until if horizon is None else max(until, min(horizon, until + _secs(g.for_) + 2 * scrape))
               for g in GATES}
     results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until, limits)
-    disagreements = overruled + (_disagreements(results, fired) if evaluated else ())
-    figures, series, timeline = collect_figures(prom, results, run_id, topology, since, until, step_for(since, until))
-    judged = max(ends.values(), default=until)
-    return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
-                           series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged,
-                           tuple(g.name for g in GATES if g.name in recorded))
+    return results, fired, overruled + (_disagreements(results, fired) if evaluated else ())
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:
@@ -541,7 +575,7 @@ def profile_of(label: str, run_id: str, topology: str) -> Profile:
 
 def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: str | None,
                     topology: str | None, profile: Profile | None, horizon: float | None = None,
-                    scrape_interval: float | None = None) -> list[TopologyVerdict]:
+                    scrape_interval: float | None = None, use_recordings: bool = True) -> list[TopologyVerdict]:
     """One verdict per (run, topology) seen in the window. ``profile`` None: each run's own
     profile (soak_run_info) and its exported thresholds; given: that profile's numbers."""
     verdicts = []
@@ -549,5 +583,5 @@ def evaluate_window(prometheus_url: str, since: float, until: float, *, run_id: 
         chosen = profile or profile_of(prof, rid, topo)
         verdicts.append(evaluate(prometheus_url, since, until, run_id=rid, topology=topo, profile=chosen,
                                  explicit_profile=profile is not None, horizon=horizon,
-                                 scrape_interval=scrape_interval))
+                                 scrape_interval=scrape_interval, use_recordings=use_recordings))
     return verdicts
