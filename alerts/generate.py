@@ -143,9 +143,9 @@ def runbook() -> str:
                   f"- gate `{g.name}`, severity **{g.severity}** "
                   f"({'fails the run' if g.severity == 'critical' else 'a warning, never fails the run'}), "
                   f"judged per {scope}, fires {fires}",
-                  f"- threshold" + (f" `{g.threshold_key}`" if g.threshold_key else "") + f": {threshold_text(g)}",
+                  "- threshold" + (f" `{g.threshold_key}`" if g.threshold_key else "") + f": {threshold_text(g)}",
                   f"- exempt (that node only, fault window plus grace): {grace_text(g.exempt)}",
-                  *([f"- judged only after warm-up (`warmup_secs`: " + ", ".join(
+                  *(["- judged only after warm-up (`warmup_secs`: " + ", ".join(
                       f"{p.name} {human(p.thresholds['warmup_secs'], KEY_UNITS['warmup_secs'])}"
                       for p in PROFILES.values()) + ")"] if g.warmup else []),
                   f"- needs data: `{g.data}`", "",
