@@ -59,6 +59,9 @@ FAULTED = {  # case -> (faulted node, its switches, extra flags)
     "report_gap": ("storage", [], ["--epoch-secs", "6", "--threshold", "max_report_gap_secs=3"]),
 }
 OTHER_CHAOS = (("pause", 0, 3), ("restart", 1, 0), ("disconnect", 0, 4), ("kill", 1, 0))
+# In triad_distributed a storage node whose committed height dropped 100 blocks really is
+# behind the others until it catches up: its lag is a true consequence of the drop.
+ALSO_UNDER_CHAOS = {"regression": {"consensus_lag_high"}}
 
 
 def chaos_plan(path: Path, faulted: str, duration: float) -> Path:
@@ -116,12 +119,14 @@ def _failed(run: SoakRun) -> set[str]:
 @pytest.mark.parametrize("case", sorted(EXPECTED_FAILURES) + sorted(f"{c}+chaos" for c in FAULTED))
 def test_simulator_misbehaviour_fails_exactly_its_gates(soaks: dict[str, SoakRun], case: str) -> None:
     run = soaks[case]
+    chaos = case.endswith("+chaos")
     case = case.removesuffix("+chaos")
+    expected = EXPECTED_FAILURES[case] | (ALSO_UNDER_CHAOS.get(case, set()) if chaos else set())
     summary = run.summary()
     assert summary["overall_status"] == "failed", summary["topologies"][0]["metric_gate"]
-    assert _failed(run) == EXPECTED_FAILURES[case]
+    assert _failed(run) == expected
     assert run.proc.returncode == 1
-    for name in EXPECTED_FAILURES[case]:
+    for name in expected:
         gate = run.gates()[name]
         assert gate["first_failed_at"], f"{name}: a failure must say when it started"
         assert gate["value"] > gate["threshold"]
