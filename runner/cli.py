@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--alertmanager-url")
     a("--exporter-port", type=int, default=0, help="the exporter's 127.0.0.1 port (default: a free one); fix it "
       "when an existing Prometheus (--prometheus-url) scrapes it")
+    a("--exporter-listen", metavar="HOST:PORT", help="bind the exporter here instead (e.g. 0.0.0.0:9464 so a "
+      "Prometheus in docker-compose can scrape a live run; see docs/dashboards.md); default 127.0.0.1 and a "
+      "free port")
     a("--fail-fast", action="store_true")
     a("--abort-on-fail", action="store_true", help="stop when a critical gate fires (after warm-up)")
     a("--on-crash", choices=("restart", "leave", "stop"), default="restart",
@@ -132,6 +135,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
               f"({', '.join(topologies)}) and will not happen: {', '.join(idle[:5])}{' ...' if len(idle) > 5 else ''}",
               file=sys.stderr)
     node_args = _node_args(a.node_arg, selected)
+    exporter_host, exporter_port = _exporter_listen(a)
     _check_out_dir(a.out_dir)
     out_dir = a.out_dir.resolve()
     while (out_dir / time.strftime("%Y%m%d-%H%M%S", time.localtime(now))).exists():
@@ -146,7 +150,26 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         chaos_plan=a.chaos_plan, plan_events=events, continuous=_continuous(a, seed, duration),
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
         abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
-        custom_topologies=(custom,) if custom else (), exporter_port=a.exporter_port, weak_gates=weak)
+        custom_topologies=(custom,) if custom else (), exporter_port=exporter_port, exporter_host=exporter_host,
+        weak_gates=weak)
+
+
+def _exporter_listen(a: argparse.Namespace) -> tuple[str, int]:
+    """(host, port) of the exporter: --exporter-listen HOST:PORT, else 127.0.0.1 and --exporter-port."""
+    if a.exporter_listen is None:
+        return "127.0.0.1", a.exporter_port
+    if a.exporter_port:
+        raise UsageError("--exporter-listen and --exporter-port: give one (--exporter-listen HOST:PORT sets both)")
+    host, sep, port = a.exporter_listen.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not sep or not 1024 <= number <= 65535:
+        raise UsageError(f"--exporter-listen {a.exporter_listen!r}: expected IPV4:PORT with a port in 1024..65535, "
+                         "e.g. 0.0.0.0:9464")
+    return host, number
 
 
 def _profile(a: argparse.Namespace) -> tuple[Profile, dict[str, float]]:

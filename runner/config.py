@@ -34,6 +34,7 @@ class RunConfig:
     prewarm: bool
     custom_topologies: tuple[CustomTopology, ...] = ()
     exporter_port: int = 0              # 0: a free port (a fixed one suits an existing Prometheus)
+    exporter_host: str = "127.0.0.1"    # --exporter-listen HOST (a compose Prometheus scrapes it)
     repeat_argv: tuple[str, ...] = ()   # `python3 -m runner <these>` repeats the run (same seed)
     weak_gates: tuple[str, ...] = ()    # overrides that leave a gate unable to fail (--allow-weak-gates)
 

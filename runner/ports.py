@@ -59,7 +59,7 @@ def planned(cfg: RunConfig) -> list[PortUse]:
             if status is not None and status.port and status.hostname in ("127.0.0.1", "localhost", host):
                 uses.append(PortUse(status.port, "tcp", host, f"{name}/{spec.node} status"))
     if cfg.exporter_port:
-        uses.append(PortUse(cfg.exporter_port, "tcp", "127.0.0.1", "exporter", "--exporter-port"))
+        uses.append(PortUse(cfg.exporter_port, "tcp", cfg.exporter_host, "exporter", "--exporter-port/--exporter-listen"))
     for u in uses:
         if not 0 < u.port < 65536:
             raise UsageError(f"port {u.port} ({u.what}) is out of range: choose a lower --base-port")

@@ -203,7 +203,7 @@ def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None)
     cfg.save()
     chaos_log = ChaosLog(cfg.run_dir / "chaos_events.log")
     stack = Stack(cfg.run_dir, cfg.interval_s, cfg.prometheus_url, cfg.alertmanager_url,
-                  cfg.exporter_port or free_port())
+                  cfg.exporter_port or free_port(), exporter_host=cfg.exporter_host)
     verdicts: list[TopologyVerdict] = []
     metas: list[TopologyMeta] = []
     windows: dict[str, tuple[float, ...]] = {}

@@ -29,6 +29,7 @@ class Stack:
     prometheus_url: str | None = None      # given: use an existing Prometheus
     alertmanager_url: str | None = None
     exporter_port: int = field(default_factory=free_port)
+    exporter_host: str = LOCALHOST          # --exporter-listen: where the exporter binds
     services: list[Service] = field(default_factory=list)
     webhook: AlertWebhook | None = None
     exporter: subprocess.Popen[bytes] | None = None
@@ -41,7 +42,9 @@ class Stack:
 
     @property
     def exporter_target(self) -> str:
-        return f"{LOCALHOST}:{self.exporter_port}"
+        """Where this run's Prometheus scrapes the exporter (a wildcard bind is reached locally)."""
+        host = LOCALHOST if self.exporter_host in ("0.0.0.0", "") else self.exporter_host
+        return f"{host}:{self.exporter_port}"
 
     def start(self) -> None:
         if self.prometheus_url is not None:
@@ -83,7 +86,8 @@ class Stack:
 
     def start_exporter(self, run_state: Path, log_path: Path) -> None:
         self.stop_exporter()
-        argv = [sys.executable, "-m", "exporter", "--listen", self.exporter_target, "--run-state", str(run_state)]
+        argv = [sys.executable, "-m", "exporter", "--listen", f"{self.exporter_host}:{self.exporter_port}",
+                "--run-state", str(run_state)]
         with open(log_path, "ab") as log:
             self.exporter = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                              start_new_session=True)

@@ -296,3 +296,17 @@ def test_numbers_that_would_hang_or_flood_the_run_are_refused(tmp_path: Path, ca
     code, err = _soak_run(tmp_path, capsys, *args)
     assert code == 2 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_exporter_listen_binds_where_a_compose_prometheus_can_scrape_and_bad_values_are_refused(
+        tmp_path: Path) -> None:
+    from runner.stack import Stack
+    base = ["--out-dir", str(tmp_path)]
+    cfg = resolve(build_parser().parse_args([*base, "--exporter-listen", "0.0.0.0:29464"]), now=1_800_000_000)
+    assert (cfg.exporter_host, cfg.exporter_port) == ("0.0.0.0", 29464)
+    stack = Stack(tmp_path, 1.0, exporter_port=29464, exporter_host="0.0.0.0")
+    assert stack.exporter_target == "127.0.0.1:29464"  # the run's own Prometheus scrapes it locally
+    for bad in (["--exporter-listen", "localhost:9464"], ["--exporter-listen", "0.0.0.0:80"],
+                ["--exporter-listen", "0.0.0.0"], ["--exporter-listen", "0.0.0.0:9464", "--exporter-port", "9465"]):
+        with pytest.raises(UsageError, match="--exporter-listen"):
+            resolve(build_parser().parse_args([*base, *bad]), now=1_800_000_000)
