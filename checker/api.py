@@ -220,10 +220,13 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
     # A node is named only when it measured something: "worst" of all-zero values means nothing.
     named = worst[0].get("node") if worst and worst[1] > 0 else None
     note = None
-    if status == "pass" and until - since < needs_secs:
+    # The drain past ``until`` (up to ``end``) can hold a breach's ``for``; the threshold of a
+    # duration gate and the warm-up must fit in the window itself.
+    if status == "pass" and end - since < needs_secs:
         status = "insufficient_data"
-        note = (f"the {until - since:.0f}s window is shorter than the {needs_secs:.0f}s this gate needs to fire "
-                "(its for, plus its threshold or warm-up): it could not have failed, so it was not judged")
+        note = (f"the {until - since:.0f}s window (judged to {end - since:.0f}s with the drain) is shorter than "
+                f"the {needs_secs:.0f}s this gate needs to fire (its for, plus its threshold or warm-up): it could "
+                "not have failed, so it was not judged")
     return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, named, None, note, end, source)
 
 

@@ -160,6 +160,20 @@ def verdict_text(out: Path) -> str:
     """The end of a check: per topology each gate's result (FAIL, WARN, pass, not judged) in
     its unit, then the verdict and the paths, summary.md first."""
     doc = json.loads((out / "summary.json").read_text())
+    lines = gate_lines(doc)
+    status = doc["overall_status"].upper()
+    lines += [f"soak-check: {status}", *(f"  {p}" for p in result_paths(out))]
+    return "\n".join(lines)
+
+
+def result_paths(out: Path) -> list[Path]:
+    """The verdict files a person opens, summary.md first."""
+    return [out / "summary.md", *([out / "failures.md"] if (out / "failures.md").exists() else []),
+            out / "summary.json", out / "junit.xml", out / "timeline.csv", out / "plots"]
+
+
+def gate_lines(doc: dict[str, Any]) -> list[str]:
+    """Per topology of a summary.json, each gate's result in its unit, failures first."""
     order = {"fail": 0, "warn": 1, "insufficient_data": 2, "pass": 3}
     marks = {"fail": "FAIL", "warn": "WARN", "insufficient_data": "not judged", "pass": "pass"}
     lines = []
@@ -175,11 +189,7 @@ def verdict_text(out: Path) -> str:
                 if g["outcome"] in ("fail", "warn"):
                     detail += f" on {g['worst_node'] or t['topology']}, first at {g['first_failed_at'] or '-'}"
             lines.append(f"  {marks[g['outcome']]:<10}  {g['alert']:<34} {detail}")
-    status = doc["overall_status"].upper()
-    paths = [out / "summary.md", *([out / "failures.md"] if (out / "failures.md").exists() else []),
-             out / "summary.json", out / "junit.xml", out / "timeline.csv", out / "plots"]
-    lines += [f"soak-check: {status}", *(f"  {p}" for p in paths)]
-    return "\n".join(lines)
+    return lines
 
 
 def wait_for_window_end(prom: Prom, until: float, wait: bool) -> tuple[float, float]:

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from checker.promapi import duration_secs
 from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile, weak_overrides
 from runner import g2, ports, reaper
 from runner.config import RunConfig
@@ -23,6 +24,15 @@ from soakcore.errors import UsageError, run_cli
 from soakcore.ids import validate_name
 from soakcore.runstate import CHAOS_ACTIONS
 from soakcore.services import ALERTMANAGER_BIN, PROMETHEUS_BIN, find_binary
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown on every flag that has one; the examples and exit codes kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], 0) and action.default is not argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,20 +51,46 @@ def finite(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """argparse type of every time flag: seconds as ``90``, or ``90s``, ``10m``, ``1h``."""
+    try:
+        return finite(text)
+    except argparse.ArgumentTypeError:
+        secs = duration_secs(text.strip())
+        if secs is None:
+            raise argparse.ArgumentTypeError(f"expected seconds or a duration like 90s, 10m, 1h; got {text!r}") from None
+        return secs
+
+
+EPILOG = """examples:
+  python3 -m runner --profile soak_smoke --duration-secs 90 --chaos-plan examples/chaos-every-action.json
+  python3 -m runner --topology triad_distributed --duration-secs 10m --chaos-continuous-enable --seed 42
+  python3 -m runner --node-bin /opt/bin/oasis7_chain_runtime --profile soak_endurance
+  python3 -m runner --topology triad --duration-secs 60 --node-arg triad=--fault-invariant-at-sec=20
+
+times take seconds or a duration: 90, 90s, 10m, 1h.
+
+exit codes: 0 every critical gate passed; 1 a gate failed, the run was aborted, or (endurance,
+release) a gate lacked data; 2 bad arguments (nothing was started); 3 could not evaluate.
+The run directory is <out-dir>/<YYYYmmdd-HHMMSS>/; summary.md is the page to read first."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="soak-run", description="Run an Agent World soak: nodes, chaos, Prometheus, verdict.")
+    p = _Parser(prog="soak-run", description="Run an Agent World soak: nodes, chaos, Prometheus, verdict.",
+                epilog=EPILOG, formatter_class=_Help)
     a = p.add_argument
-    a("--profile", default="soak_smoke", choices=list(PROFILES))
-    a("--duration-secs", type=finite, help="per topology (default: the profile's)")
+    a("--profile", default="soak_smoke", choices=list(PROFILES),
+      help="thresholds, duration and topologies (alerts/profiles.py)")
+    a("--duration-secs", type=duration, help="window per topology (default: the profile's: 25m, 3h, 8h)")
     a("--topologies", help="comma list (default: the profile's)")
     a("--topology", help="a single topology (same as --topologies T), or a topology file (.yaml/.json) whose "
       "nodes are argv lists: see docs/runner.md")
-    a("--scenario", default="triad_p2p_bootstrap")
-    a("--base-port", type=int, default=5610)
-    a("--bind-host", default="127.0.0.1")
-    a("--out-dir", type=Path, default=Path(".tmp/p2p_longrun"))
-    a("--startup-timeout-secs", type=finite, default=20)
-    a("--poll-interval-secs", type=finite, default=2, help="scrape, rule evaluation and progress interval")
+    a("--scenario", default="triad_p2p_bootstrap", help="scenario argument passed to G1 nodes")
+    a("--base-port", type=int, default=5610, help="first port of the nodes (each topology takes 100 from here)")
+    a("--bind-host", default="127.0.0.1", help="IPv4 address the nodes bind")
+    a("--out-dir", type=Path, default=Path(".tmp/p2p_longrun"), help="run directories are created in here")
+    a("--startup-timeout-secs", type=duration, default=20, help="how long nodes and the stack may take to start")
+    a("--poll-interval-secs", type=duration, default=2, help="scrape, rule evaluation and progress interval")
     a("--tick-ms", type=int, default=200, help="node tick (--node-tick-ms)")
     a("--epoch-secs", type=finite, default=None, help="reward epoch passed to nodes, a whole number of seconds "
       "(reports arrive this often); default 10 for g1, 60 for g2 (the upstream script's)")
@@ -68,31 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
     a("--status-endpoints", action="store_true", help="simulator serves G2 /v1/chain/status; exporter polls it")
     a("--seed", type=int, default=None, help="seed of nodes and continuous chaos (default: from the clock)")
     a("--enable-chaos", action="store_true", help="inject chaos: the plan, or continuous chaos without one")
-    a("--chaos-plan", type=Path)
-    a("--chaos-continuous-enable", action="store_true")
-    a("--chaos-continuous-interval-secs", type=finite, default=30)
-    a("--chaos-continuous-start-sec", type=finite, default=30)
-    a("--chaos-continuous-max-events", type=int, default=0)
-    a("--chaos-continuous-actions", default="restart,pause")
-    a("--chaos-continuous-seed", type=int)
-    a("--chaos-continuous-restart-down-secs", type=finite, default=1)
-    a("--chaos-continuous-pause-duration-secs", type=finite, default=2)
-    a("--max-stall-secs", type=finite)
-    a("--max-lag-p95", type=finite)
-    a("--max-distfs-failure-ratio", type=finite)
+    a("--chaos-plan", type=Path, help="JSON or YAML plan of timed faults (docs/runner.md, examples/)")
+    a("--chaos-continuous-enable", action="store_true", help="faults from a seed, one every interval")
+    a("--chaos-continuous-interval-secs", type=duration, default=30, help="time between continuous faults")
+    a("--chaos-continuous-start-sec", type=duration, default=30, help="first continuous fault this far into the window")
+    a("--chaos-continuous-max-events", type=int, default=0, help="at most this many continuous faults (0: no limit)")
+    a("--chaos-continuous-actions", default="restart,pause", help="comma list of actions to pick from")
+    a("--chaos-continuous-seed", type=int, help="seed of continuous chaos (default: --seed)")
+    a("--chaos-continuous-restart-down-secs", type=duration, default=1, help="down time of restart/kill")
+    a("--chaos-continuous-pause-duration-secs", type=duration, default=2,
+      help="duration of pause, disconnect and challenge_pressure")
+    a("--max-stall-secs", type=duration, help="override the profile's max_stall_secs")
+    a("--max-lag-p95", type=finite, help="override the profile's max_lag_p95 (blocks)")
+    a("--max-distfs-failure-ratio", type=finite, help="override the profile's max_distfs_failure_ratio (0..1)")
     a("--threshold", action="append", default=[], metavar="KEY=VALUE", help="override any profile threshold")
     a("--allow-weak-gates", action="store_true", help="run even when an override leaves a gate unable to fail "
       "(a ratio of 1, more DistFS checks than the run makes, a duration threshold as long as the run); "
       "such gates are listed in the verdict")
     a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
-    a("--prometheus-url")
-    a("--alertmanager-url")
+    a("--prometheus-url", help="use this existing Prometheus instead of starting one (docs/runner.md)")
+    a("--alertmanager-url", help="use this existing Alertmanager instead of starting one")
     a("--exporter-port", type=int, default=0, help="the exporter's 127.0.0.1 port (default: a free one); fix it "
       "when an existing Prometheus (--prometheus-url) scrapes it")
     a("--exporter-listen", metavar="HOST:PORT", help="bind the exporter here instead (e.g. 0.0.0.0:9464 so a "
       "Prometheus in docker-compose can scrape a live run; see docs/dashboards.md); default 127.0.0.1 and a "
       "free port")
-    a("--fail-fast", action="store_true")
+    a("--fail-fast", action="store_true", help="do not start the next topology after one that failed")
     a("--abort-on-fail", action="store_true", help="stop when a critical gate fires (after warm-up)")
     a("--on-crash", choices=("restart", "leave", "stop"), default="restart",
       help="a node that exits outside chaos: relaunch it, leave it down, or stop the topology")

@@ -86,5 +86,12 @@ class Progress:
         return False
 
 
+def clear_line() -> None:
+    """End the rewritten progress line on a terminal, so what follows starts on a clean line."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
+
+
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))

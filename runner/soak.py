@@ -6,6 +6,7 @@ too). Nothing in the run directory is ever deleted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import threading
@@ -13,8 +14,9 @@ import time
 
 from alerts.gates import MAX_FOR_SECS
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict, evaluate
+from checker.cli import gate_lines, result_paths
 from checker.report import write_reports
-from runner import netcut, reaper
+from runner import netcut, progress, reaper
 from runner.chaos import ChaosEngine, ChaosLog
 from runner.config import RunConfig
 from runner.nodes import NodeProc, wait_ready
@@ -130,6 +132,7 @@ def _finish(cfg: RunConfig, topo: Topology, stop: threading.Event) -> tuple[floa
     runner itself stops a node, any exit is a crash: supervision goes on through the drain.
     Returns (the window's end, the end of the drain)."""
     ended = time.time()
+    progress.clear_line()
     topo.chaos.heal_all()
     topo.notes.extend(topo.chaos.heal_errors)
     drain_until = time.monotonic() + (0.0 if stop.is_set() else MAX_FOR_SECS + 2 * cfg.interval_s)
@@ -250,6 +253,8 @@ def run(cfg: RunConfig, stop: threading.Event, lease: Reservation | None = None)
     code = write_reports(cfg.run_dir, verdicts, meta)
     status = "aborted" if stop.is_set() else ("ok" if code == 0 else "failed")
     weak = f" with {len(cfg.weak_gates)} weak gate(s): {'; '.join(cfg.weak_gates)}" if cfg.weak_gates else ""
-    print(f"soak-run: verdict {status.upper()}{weak}: summary {cfg.run_dir / 'summary.json'} "
-          f"({cfg.run_dir / 'summary.md'})")
+    progress.clear_line()
+    print("\n".join([*gate_lines(json.loads((cfg.run_dir / "summary.json").read_text())),
+                     f"soak-run: verdict {status.upper()}{weak}: summary {cfg.run_dir / 'summary.md'}",
+                     *(f"  {p}" for p in result_paths(cfg.run_dir)[1:])]))
     return code if not stop.is_set() else 1
