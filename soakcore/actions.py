@@ -1,5 +1,6 @@
 """The chaos actions as data: one row per action, read by the plan validator, continuous
-chaos, the run-state file, the exporter's chaos metrics, the gates' exemptions and the docs.
+chaos, the run-state file, the exporter's chaos metrics, the gates' exemptions and the docs
+(``docs/chaos.md`` is rendered from this table: ``python3 -m soakcore.actions``).
 
 What a fault's window excuses is decided here, once:
 - ``takes_node_away``: the node (its process or all of its traffic) is gone on purpose, so
@@ -10,12 +11,43 @@ What a fault's window excuses is decided here, once:
   50/30/20 the other two nodes keep a two-thirds quorum.
 - ``grace_secs``: how long after the fault ends its effect may still show. It is the time
   the node needs to be back (relaunch, first report, catch-up), never a blanket minute.
+
+Each action also names its plan fields (beyond the common ``id``, ``at_sec``, ``topology``,
+``node``, ``down_secs``, ``duration_secs``) with their validation, and its Chaos Mesh
+counterpart, so a later multi-host runner can emit the same plan for Kubernetes.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Literal, Mapping
+
+FieldKind = Literal["number", "integer", "choice", "nodes"]
+Timing = Literal["down", "duration", "none"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One plan field of an action. ``number``/``integer``: within ``low``..``high``;
+    ``choice``: one of ``choices``; ``nodes``: a list of other nodes of the event's topology
+    (default, ``None``: every other node)."""
+    name: str
+    kind: FieldKind
+    doc: str
+    default: Any = None
+    required: bool = False
+    low: float = 0
+    high: float = 0
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        rng = {"number": f"number {self.low:g}..{self.high:g}", "integer": f"integer {self.low:g}..{self.high:g}",
+               "choice": " / ".join(self.choices), "nodes": "list of node labels"}[self.kind]
+        default = "required" if self.required else (
+            "default: every other node" if self.kind == "nodes" else f"default {self.default!r}")
+        return f"`{self.name}` ({rng}; {default}): {self.doc}"
 
 
 @dataclass(frozen=True)
@@ -25,26 +57,46 @@ class Action:
     stops_commits: bool
     grace_secs: float
     replaces_process: bool = False  # the node runs as a new process afterwards (restart/kill)
-    needs_duration: bool = True     # duration_secs must be positive
+    timing: Timing = "duration"     # down: down_secs (then relaunch); duration: duration_secs > 0; none: not healed
     summary: str = ""
+    fields: tuple[Field, ...] = ()
+    chaos_mesh: str = "none"        # the Kubernetes counterpart (Chaos Mesh kind and action)
+    how: str = ""                   # how it is made, verified and healed (docs/chaos.md)
+
+    @property
+    def needs_duration(self) -> bool:  # duration_secs must be positive
+        return self.timing == "duration"
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.name: f.default for f in self.fields}
 
 
 ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
     # Relaunch, first status/report, catch-up of a few blocks: 15 s at the default 10 s epoch.
     Action("restart", takes_node_away=True, stops_commits=True, grace_secs=15, replaces_process=True,
-           needs_duration=False, summary="SIGTERM, down for down_secs, relaunch"),
+           timing="down", summary="SIGTERM, down for down_secs, relaunch",
+           how="SIGTERM; the old pid must be gone within 2 s; relaunched after down_secs and seen running.",
+           chaos_mesh="PodChaos pod-kill (gracePeriod > 0)"),
     Action("kill", takes_node_away=True, stops_commits=True, grace_secs=15, replaces_process=True,
-           needs_duration=False, summary="SIGKILL, down for down_secs, relaunch"),
+           timing="down", summary="SIGKILL, down for down_secs, relaunch",
+           how="SIGKILL; the old pid must be gone within 2 s; relaunched after down_secs and seen running.",
+           chaos_mesh="PodChaos container-kill"),
     # A continued process resumes at once; 10 s covers its first report after the pause.
     Action("pause", takes_node_away=True, stops_commits=True, grace_secs=10,
-           summary="SIGSTOP for duration_secs, then SIGCONT"),
+           summary="SIGSTOP for duration_secs, then SIGCONT",
+           how="SIGSTOP, the process must be seen stopped; SIGCONT at the end and on any interrupt.", chaos_mesh="none (no SIGSTOP in Chaos Mesh)"),
     # After a cut heals the node must hear from its peers again and catch up.
     Action("disconnect", takes_node_away=True, stops_commits=True, grace_secs=15,
-           summary="every link of the node cut (gossip UDP, replication TCP)"),
+           summary="every link of the node cut (gossip UDP, replication TCP)",
+           how="nftables drops UDP to and from the node's gossip ports and TCP to and from its replication "
+               "listen ports; a UDP probe must get EPERM and a TCP connect must time out; the table is deleted "
+               "and the UDP probe must pass again.",
+           chaos_mesh="NetworkChaos partition (direction both, target: every other pod)"),
     # More storage challenges per tick: only the DistFS gates exempt it, and their windowed
     # figures (5 m) still hold pressure-time checks for 5 m after it ends, hence 330 s.
     Action("challenge_pressure", takes_node_away=False, stops_commits=False, grace_secs=330,
-           summary="more storage challenges per tick"),
+           summary="more storage challenges per tick",
+           how="writes <work>/challenge_pressure.json (read back); removed at the end (simulator only).", chaos_mesh="none (application-level)"),
 )})
 CHAOS_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that take a node away: node-scoped consensus/process gates exempt their windows.
@@ -53,7 +105,45 @@ DOWN: tuple[str, ...] = tuple(a.name for a in ACTIONS.values() if a.takes_node_a
 RELAUNCH: tuple[str, ...] = tuple(a.name for a in ACTIONS.values() if a.replaces_process)
 # Actions that can stop a topology committing when they hit a consensus-critical node.
 STOPS_COMMITS: tuple[str, ...] = tuple(a.name for a in ACTIONS.values() if a.stops_commits)
+# Every action-specific plan field name (the common ones are runner.plan's ChaosEvent).
+ACTION_FIELDS: frozenset[str] = frozenset(f.name for a in ACTIONS.values() for f in a.fields)
+# The actions of issue 11 ("Chaos a P2P network really meets"); those not in ACTIONS are not built.
+PLANNED: tuple[str, ...] = ("partition", "loss", "delay", "bandwidth", "clock_skew", "corrupt_store")
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "chaos.md"
 
 
 def grace(action: str) -> float:
     return ACTIONS[action].grace_secs
+
+
+def render_doc() -> str:
+    """``docs/chaos.md``: the actions, their fields, what their windows excuse, Chaos Mesh."""
+    timing = {"down": "`down_secs` (then relaunched)", "duration": "`duration_secs` > 0, then healed",
+              "none": "none: not healed"}
+    lines = ["# Chaos actions", "",
+             "Generated from `soakcore/actions.py` by `python3 -m soakcore.actions` (a test fails when it is "
+             "stale). Every event has `id`, `at_sec`, `topology` (`all` or a name), `node`, `action`, "
+             "`down_secs` and `duration_secs`; the fields below are the action's own.", "",
+             "| action | effect | time | fields | takes the node away | pauses the stall clock (critical node) "
+             "| grace | Chaos Mesh |", "|---|---|---|---|---|---|---|---|"]
+    for a in ACTIONS.values():
+        fields = "<br>".join(f.describe() for f in a.fields) or "-"
+        lines.append(f"| `{a.name}` | {a.summary} | {timing[a.timing]} | {fields} | "
+                     f"{'yes' if a.takes_node_away else 'no'} | {'yes' if a.stops_commits else 'no'} | "
+                     f"{a.grace_secs:g} s | {a.chaos_mesh} |")
+    lines += ["", "## How each action is made, verified and healed", ""]
+    lines += [f"- `{a.name}`: {a.how}" for a in ACTIONS.values() if a.how]
+    lines += ["", "Network faults need root and nftables: each is a table `inet soak_<runner pid>_...` with an "
+              "output-hook chain on `lo` (no netem needed); deleting the table heals it, and a later run "
+              "deletes the tables of a runner that died.", ""]
+    planned = [f"`{n}`" for n in PLANNED if n not in ACTIONS]
+    if planned:
+        lines += [f"Planned, not built yet (issue 11): {', '.join(planned)}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if DOC_PATH.is_file() and DOC_PATH.read_text() == render_doc() else f"{DOC_PATH} is stale")
+    DOC_PATH.write_text(render_doc())
+    print(DOC_PATH)
