@@ -147,6 +147,42 @@ class ChaosEngine:
         tcp = f" and tcp ports {','.join(map(str, spec.replication_ports))}" if spec.replication_ports else ""
         return f"udp ports {','.join(map(str, spec.gossip_ports))}{tcp} cut {ev.duration_secs:g}s and healed"
 
+    def _do_partition(self, ev: ChaosEvent) -> str:
+        why = netcut.available()
+        if why:
+            return f"skipped: {why.replace('disconnect', 'partition')}"
+        spec = self.nodes[ev.node].spec
+        others = [n for n in self.nodes if n != ev.node]
+        peers = [p for p in (ev.param("peers") or others) if p in self.nodes]
+        direction = ev.param("direction")
+        peer_ports = tuple(p for n in peers for p in self.nodes[n].spec.gossip_ports)
+        if not spec.gossip_ports or not peer_ports:
+            return "skipped: no gossip ports between the node and its peers (topology file: gossip_ports)"
+        # TCP replication is cut only from every peer at once: one host's ephemeral dial ports
+        # cannot be told apart per peer (runner/netcut.py).
+        tcp = spec.replication_ports if set(peers) == set(others) and direction == "both" else ()
+        table = netcut.partition(netcut.table_tag(self.tag, ev.id), spec.gossip_ports, peer_ports, direction, tcp)
+        self._tables[table] = spec.gossip_ports[0]
+        own, peer = spec.gossip_ports[0], peer_ports[0]
+        cut = (own, peer) if direction != "from" else (peer, own)
+        # A link that must stay up: the node to a node outside peers; else between two peers;
+        # else (one peer, one direction) the direction not cut.
+        rest = [p for n in others if n not in peers for p in self.nodes[n].spec.gossip_ports]
+        up = ((own, rest[0]) if rest else (peer_ports[0], peer_ports[1]) if len(peer_ports) > 1
+              else (cut[1], cut[0]) if direction != "both" else None)
+        try:
+            if not netcut.probe_pair_blocked(*cut):
+                raise RuntimeError(f"udp {cut[0]} -> {cut[1]} still delivers after the partition")
+            if up and netcut.probe_pair_blocked(*up):
+                raise RuntimeError(f"udp {up[0]} -> {up[1]} refused: the partition cut more than its links")
+            self._hold(ev.duration_secs)
+        finally:
+            self._heal_cut(table, own, cut)
+        kept = f"; {up[0]} -> {up[1]} kept delivering" if up else ""
+        tcp_note = f"; tcp {','.join(map(str, tcp))} cut" if tcp else ""
+        return (f"udp {cut[0]} -> {cut[1]} refused ({direction}, peers {','.join(peers)}){kept}{tcp_note}; "
+                f"{ev.duration_secs:g}s, healed")
+
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
         path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE
         until_ms = int((time.time() + ev.duration_secs) * 1000)
@@ -161,12 +197,15 @@ class ChaosEngine:
             path.unlink(missing_ok=True)
         return f"{PRESSURE_CHECKS_PER_TICK} challenges/tick for {ev.duration_secs:g}s"
 
-    def _heal_cut(self, table: str, port: int) -> None:
-        """Delete the table and check that traffic flows again; a cut that stays is an error."""
-        netcut.heal(table)
+    def _heal_cut(self, table: str, port: int, pair: tuple[int, int] | None = None) -> None:
+        """Delete the table and check that traffic flows again (to ``port``, or over ``pair``
+        of ports: from, to); a cut that stays is an error."""
+        gone = netcut.heal(table)
         others = {p for t, p in self._tables.items() if t != table}  # an overlapping cut still holds
-        if port not in others and netcut.probe_blocked("127.0.0.1", port):
-            error = f"network cut {table} could not be healed: port {port} still refuses traffic"
+        still = gone is not None or port not in others and (
+            netcut.probe_pair_blocked(*pair) if pair else netcut.probe_blocked("127.0.0.1", port))
+        if still:
+            error = f"network cut {table} could not be healed: port {port} still refuses traffic ({gone or 'probe'})"
             self.heal_errors.append(error)
             raise RuntimeError(error)
         self._tables.pop(table, None)

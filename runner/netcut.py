@@ -9,6 +9,11 @@ it and everything its listener sends are dropped (connects time out). Deleting t
 Without root (or nft) the cut is refused, and the event is logged as skipped: ``disconnect`` is
 never silently turned into a pause.
 
+The same tables make the other network faults (docs/chaos.md): ``partition`` drops only UDP
+between the node's gossip ports and its peers' (sport/dport pairs), ``loss`` and ``bandwidth``
+add ``numgen random`` and ``limit rate`` drops on the node's ports. Probes that must carry a
+node's real source port are sent from a raw socket (root), so nothing needs to bind it.
+
 Not cut: TCP connections the node itself dials to its peers' listeners from an ephemeral port
 (nothing on loopback tells them apart from the other peers' dials without per-process cgroups).
 """
@@ -18,7 +23,9 @@ import errno
 import os
 import shutil
 import socket
+import struct
 import subprocess
+from typing import Callable
 
 from soakcore.errors import SoakError
 
@@ -44,18 +51,54 @@ def _nft(*args: str) -> None:
         raise NetCutError(f"nft {' '.join(args)}: {res.stderr.strip()}")
 
 
-def cut(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...] = ()) -> str:
-    """Drop loopback UDP to and from ``ports`` and TCP to and from ``tcp_ports``; the table's name."""
+def _table(tag: str) -> str:
     table = TABLE_PREFIX + tag
     _nft("add", "table", "inet", table)
     _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
-    for proto, group in (("udp", ports), ("tcp", tcp_ports)):
-        if not group:
-            continue
-        port_set = "{ " + ", ".join(str(p) for p in sorted(set(group))) + " }"
-        for direction in ("dport", "sport"):
-            _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, port_set, "drop")
     return table
+
+
+def _set(ports: tuple[int, ...]) -> str:
+    return "{ " + ", ".join(str(p) for p in sorted(set(ports))) + " }"
+
+
+def _on_ports(table: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], *verdict: str) -> None:
+    """``verdict`` (e.g. ``drop``) for loopback UDP to or from ``ports`` and TCP to or from ``tcp_ports``."""
+    for proto, group in (("udp", ports), ("tcp", tcp_ports)):
+        if group:
+            for direction in ("dport", "sport"):
+                _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, _set(group), *verdict)
+
+
+def _made(tag: str, build: Callable[[str], None]) -> str:
+    """A table built by ``build``; a table half-built when nft fails is deleted again."""
+    table = _table(tag)
+    try:
+        build(table)
+    except BaseException:
+        heal(table)
+        raise
+    return table
+
+
+def cut(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...] = ()) -> str:
+    """Drop loopback UDP to and from ``ports`` and TCP to and from ``tcp_ports``; the table's name."""
+    return _made(tag, lambda table: _on_ports(table, ports, tcp_ports, "drop"))
+
+
+def partition(tag: str, ports: tuple[int, ...], peer_ports: tuple[int, ...], direction: str = "both",
+              tcp_ports: tuple[int, ...] = ()) -> str:
+    """Drop loopback UDP from ``ports`` to ``peer_ports`` (direction ``to``), from ``peer_ports``
+    to ``ports`` (``from``) or both, and TCP to and from ``tcp_ports`` (the node's replication
+    listeners, when it is partitioned from every peer). Every other pair of ports still talks."""
+    def build(table: str) -> None:
+        pairs = {"to": [(ports, peer_ports)], "from": [(peer_ports, ports)],
+                 "both": [(ports, peer_ports), (peer_ports, ports)]}[direction]
+        for src, dst in pairs:
+            _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", _set(src),
+                 "udp", "dport", _set(dst), "counter", "drop")
+        _on_ports(table, (), tcp_ports, "counter", "drop")
+    return _made(tag, build)
 
 
 def heal(table: str) -> str | None:
@@ -126,6 +169,19 @@ def probe_tcp_blocked(host: str, port: int, timeout: float = 1.0) -> bool:
             s.connect((host, port))
         except TimeoutError:
             return True
+        except OSError as exc:
+            return exc.errno == errno.EPERM
+    return False
+
+
+def probe_pair_blocked(sport: int, dport: int, host: str = "127.0.0.1") -> bool:
+    """True when a UDP datagram from port ``sport`` to ``dport`` is refused by a rule (EPERM).
+    Sent from a raw socket, so it carries a node's real port without binding it (root only);
+    a datagram that passes reaches whatever listens on ``dport`` (nodes ignore its payload)."""
+    payload = b"soak-probe"
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as s:
+        try:
+            s.sendto(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload, (host, dport))
         except OSError as exc:
             return exc.errno == errno.EPERM
     return False

@@ -97,6 +97,23 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
     Action("challenge_pressure", takes_node_away=False, stops_commits=False, grace_secs=330,
            summary="more storage challenges per tick",
            how="writes <work>/challenge_pressure.json (read back); removed at the end (simulator only).", chaos_mesh="none (application-level)"),
+    # Conservative: a partition from every other node is a disconnect, and even a partial one
+    # can leave the node (or, on the sequencer, the topology) without a quorum of links, so it
+    # excuses what a disconnect excuses, with the same catch-up grace.
+    Action("partition", takes_node_away=True, stops_commits=True, grace_secs=15,
+           summary="only the links between node and peers cut (gossip UDP both ways; replication TCP "
+                   "when peers is every other node)",
+           fields=(Field("peers", "nodes", "the nodes cut off from `node`", default=None),
+                   Field("direction", "choice", "both; to: node -> peers only; from: peers -> node only",
+                         default="both", choices=("both", "to", "from"))),
+           chaos_mesh="NetworkChaos partition (direction both/to/from, target: peers)",
+           how="nftables drops UDP whose source is one of the node's gossip ports and destination one of "
+               "a peer's (`to`), the reverse (`from`), or both: exactly those links. TCP replication is cut "
+               "(the node's listen ports, as disconnect) only when `peers` is every other node and the "
+               "direction both: on one host a node's dials to its peers leave from ephemeral ports that "
+               "cannot be told apart per peer. Raw-socket probes carrying the real ports must show the cut "
+               "pair refused and another link (the node to a node outside peers, two peers, or the other "
+               "direction) delivering; after the table is deleted the cut pair must deliver again."),
 )})
 CHAOS_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that take a node away: node-scoped consensus/process gates exempt their windows.

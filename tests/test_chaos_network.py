@@ -4,10 +4,15 @@ each table deleted in finally."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from runner import netcut
 from runner.chaos import ChaosEngine
 from runner.plan import load_plan
 from runner.topology import TOPOLOGY_NODES
@@ -40,3 +45,76 @@ def test_the_plan_validates_timing_from_the_table(tmp_path: Path) -> None:
                 load_plan(plan, TOPOLOGY_NODES)
         else:
             assert load_plan(plan, TOPOLOGY_NODES)[0].action == name
+
+
+def _plan_error(tmp: Path, event: dict[str, object]) -> str:
+    with pytest.raises(UsageError) as exc:
+        load_plan(_plan(tmp, event), TOPOLOGY_NODES)
+    return str(exc.value)
+
+
+def test_action_fields_are_validated_from_the_table(tmp_path: Path) -> None:
+    base = {"topology": "triad_distributed", "node": "storage", "action": "partition", "duration_secs": 3}
+    ev = load_plan(_plan(tmp_path, {**base, "peers": ["observer"], "direction": "to"}), TOPOLOGY_NODES)[0]
+    assert (ev.param("peers"), ev.param("direction")) == (("observer",), "to")
+    assert load_plan(_plan(tmp_path, base), TOPOLOGY_NODES)[0].param("direction") == "both"
+    for bad, field in (({"peers": ["storage"]}, "peers"), ({"peers": []}, "peers"), ({"peers": "observer"}, "peers"),
+                       ({"peers": ["observer", "observer"]}, "peers"), ({"direction": "sideways"}, "direction")):
+        assert f"events[0].{field}: event 'e0': expected" in _plan_error(tmp_path, {**base, **bad})
+    pause = {**base, "action": "pause", "peers": ["observer"]}
+    assert "events[0].peers: event 'e0': not a field of pause" in _plan_error(tmp_path, pause)
+
+
+# --- real nftables on loopback: three bound UDP sockets stand for three nodes -------------
+
+class Sockets:
+    def __init__(self, n: int) -> None:
+        self.socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+        for s in self.socks:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.3)
+        self.ports = tuple(s.getsockname()[1] for s in self.socks)
+
+    def delivers(self, src: int, dst: int) -> bool:
+        """A real datagram from socket ``src`` reaches socket ``dst`` (EPERM: refused)."""
+        try:
+            self.socks[src].sendto(b"x", ("127.0.0.1", self.ports[dst]))
+            return self.socks[dst].recv(16) == b"x"
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+@pytest.fixture
+def sockets() -> Iterator[Sockets]:
+    assert netcut.available() is None, "this machine's tests run as root with nft"
+    s = Sockets(3)
+    yield s
+    s.close()
+
+
+def _tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("direction, cut, kept", [
+    ("both", [(0, 1), (1, 0)], [(0, 2), (2, 0), (1, 2), (2, 1)]),
+    ("to", [(0, 1)], [(1, 0), (0, 2), (2, 1)]),
+    ("from", [(1, 0)], [(0, 1), (0, 2), (1, 2)]),
+])
+def test_a_partition_drops_exactly_the_named_links(sockets: Sockets, direction: str,
+                                                   cut: list[tuple[int, int]], kept: list[tuple[int, int]]) -> None:
+    p = sockets.ports
+    table = netcut.partition(netcut.table_tag(os.getpid(), "test", direction), (p[0],), (p[1],), direction)
+    try:
+        assert {pair: sockets.delivers(*pair) for pair in cut + kept} == {
+            **{pair: False for pair in cut}, **{pair: True for pair in kept}}
+        a, b = cut[0]
+        assert netcut.probe_pair_blocked(p[a], p[b]) and not netcut.probe_pair_blocked(p[a], p[2] if b != 2 else p[0])
+    finally:
+        assert netcut.heal(table) is None
+    assert table not in _tables()
+    assert all(sockets.delivers(*pair) for pair in cut)

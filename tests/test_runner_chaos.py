@@ -134,6 +134,31 @@ def test_disconnect_cuts_the_nodes_udp_traffic_while_it_runs_and_heals_it(distri
     assert f"soak_{distributed.chaos.tag}" not in _nft_tables()
 
 
+def _detail(topo: Topology, event_id: str) -> str:
+    lines = topo.chaos.log.path.read_text().splitlines()[1:]
+    return [line.split("|")[6] for line in lines if line.split("|")[2] == event_id][-1]
+
+
+@pytest.mark.parametrize("direction", ["both", "from"])
+def test_partition_cuts_only_the_links_to_its_peers_and_heals_them(distributed: Topology, direction: str) -> None:
+    obs, sto, seq = (distributed.nodes[n].spec.gossip_ports[0] for n in ("observer", "storage", "sequencer"))
+    cut = (obs, sto) if direction == "both" else (sto, obs)
+    assert not netcut.probe_pair_blocked(*cut)
+
+    def partitioned() -> None:
+        _until(lambda: netcut.probe_pair_blocked(*cut), 5, "observer-storage link refused")
+        assert not netcut.probe_pair_blocked(obs, seq) and not netcut.probe_pair_blocked(seq, sto)
+        assert netcut.probe_pair_blocked(sto, obs) and netcut.probe_pair_blocked(obs, sto) is (direction == "both")
+
+    ev = ChaosEvent(f"ev-part-{direction}", 0, "all", "observer", "partition", duration_secs=2.0,
+                    params=(("peers", ("storage",)), ("direction", direction)))
+    _run(distributed, ev, partitioned)
+    assert f"udp {cut[0]} -> {cut[1]} refused ({direction}, peers storage); {obs} -> {seq} kept delivering" in \
+        _detail(distributed, ev.id)
+    assert not netcut.probe_pair_blocked(*cut)
+    assert f"soak_{distributed.chaos.tag}" not in _nft_tables()
+
+
 def test_challenge_pressure_makes_the_storage_node_answer_many_more_challenges(distributed: Topology) -> None:
     node = distributed.nodes["storage"]
     pressure_file = node.spec.work_dir / PRESSURE_FILE
