@@ -19,6 +19,9 @@ from soakcore.runstate import ChaosWindow
 LOG_HEADER = "timestamp|topology|event_id|phase|action|node|detail\n"
 PRESSURE_FILE = "challenge_pressure.json"
 PRESSURE_CHECKS_PER_TICK = 8  # storage challenges per tick while challenge_pressure is in effect
+LOSS_PROBES = 2000               # datagrams a loss probe sends: 1 point is > 2 standard deviations at 50 %
+LOSS_TOLERANCE_POINTS = 5.0      # a measured loss this far from percent fails the event
+RATE_TOLERANCE = (0.5, 1.5)      # a probe burst's rate within these multiples of the limit
 
 
 class ChaosLog:
@@ -182,6 +185,46 @@ class ChaosEngine:
         tcp_note = f"; tcp {','.join(map(str, tcp))} cut" if tcp else ""
         return (f"udp {cut[0]} -> {cut[1]} refused ({direction}, peers {','.join(peers)}){kept}{tcp_note}; "
                 f"{ev.duration_secs:g}s, healed")
+
+    def _shaped(self, ev: ChaosEvent, make: Callable[[str, tuple[int, ...], tuple[int, ...]], str],
+                measure: Callable[[int], str]) -> str:
+        """A table on all of the node's ports (made by ``make``), checked by ``measure`` (its
+        figure, or RuntimeError), held, then deleted and checked gone."""
+        why = netcut.available()
+        if why:
+            return f"skipped: {why.replace('disconnect', ev.action)}"
+        spec = self.nodes[ev.node].spec
+        if not spec.gossip_ports:
+            return "skipped: the node has no gossip ports (topology file: gossip_ports)"
+        table = make(netcut.table_tag(self.tag, ev.id), spec.gossip_ports, spec.replication_ports)
+        self._tables[table] = spec.gossip_ports[0]
+        try:
+            figure = measure(spec.gossip_ports[0])
+            self._hold(ev.duration_secs)
+        finally:
+            self._heal_cut(table, spec.gossip_ports[0])
+        tcp = f" and tcp {','.join(map(str, spec.replication_ports))}" if spec.replication_ports else ""
+        return f"udp {','.join(map(str, spec.gossip_ports))}{tcp}: {figure}; {ev.duration_secs:g}s, healed"
+
+    def _do_loss(self, ev: ChaosEvent) -> str:
+        percent = float(ev.param("percent"))
+
+        def measure(port: int) -> str:
+            measured = 100 * netcut.probe_loss(port, LOSS_PROBES)
+            if abs(measured - percent) > LOSS_TOLERANCE_POINTS:
+                raise RuntimeError(f"measured loss {measured:.1f}% over {LOSS_PROBES} probes, expected {percent:g}%")
+            return f"loss {percent:g}%, measured {measured:.1f}% of {LOSS_PROBES} probe datagrams"
+        return self._shaped(ev, lambda tag, udp, tcp: netcut.loss(tag, udp, tcp, percent), measure)
+
+    def _do_bandwidth(self, ev: ChaosEvent) -> str:
+        rate = int(ev.param("rate_kbit")) * 1000 // 8  # bytes per second
+
+        def measure(port: int) -> str:
+            measured = netcut.probe_rate(port, rate)
+            if not RATE_TOLERANCE[0] * rate <= measured <= RATE_TOLERANCE[1] * rate:
+                raise RuntimeError(f"a probe burst passed {measured:.0f} B/s, the limit is {rate} B/s")
+            return f"limit {rate} B/s each way, a probe burst passed {measured:.0f} B/s"
+        return self._shaped(ev, lambda tag, udp, tcp: netcut.limit(tag, udp, tcp, rate), measure)
 
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
         path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE

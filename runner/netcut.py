@@ -25,6 +25,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from typing import Callable
 
 from soakcore.errors import SoakError
@@ -98,6 +99,28 @@ def partition(tag: str, ports: tuple[int, ...], peer_ports: tuple[int, ...], dir
             _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", _set(src),
                  "udp", "dport", _set(dst), "counter", "drop")
         _on_ports(table, (), tcp_ports, "counter", "drop")
+    return _made(tag, build)
+
+
+def loss(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], percent: float) -> str:
+    """Drop ``percent`` % (to 0.1 %) of loopback UDP to and from ``ports`` and TCP to and from
+    ``tcp_ports``, each packet at random (``numgen random``)."""
+    per_mille = str(round(percent * 10))
+    return _made(tag, lambda table: _on_ports(table, ports, tcp_ports, "numgen", "random", "mod", "1000",
+                                              "<", per_mille, "counter", "drop"))
+
+
+def limit(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], bytes_per_sec: int) -> str:
+    """Drop loopback traffic of the node's ports over ``bytes_per_sec``: one named limit for
+    what its ports send (UDP and TCP together) and one for what they receive."""
+    def build(table: str) -> None:
+        for name in ("lim_out", "lim_in"):
+            _nft("add", "limit", "inet", table, name, f"{{ rate over {bytes_per_sec} bytes/second }}")
+        for proto, group in (("udp", ports), ("tcp", tcp_ports)):
+            for direction, name in (("sport", "lim_out"), ("dport", "lim_in")):
+                if group:
+                    _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, _set(group),
+                         "limit", "name", name, "counter", "drop")
     return _made(tag, build)
 
 
@@ -185,3 +208,44 @@ def probe_pair_blocked(sport: int, dport: int, host: str = "127.0.0.1") -> bool:
         except OSError as exc:
             return exc.errno == errno.EPERM
     return False
+
+
+def _raw_burst(sport: int, payload: int, until: Callable[[int], bool]) -> tuple[int, int, float]:
+    """Raw UDP datagrams of ``payload`` bytes from ``sport`` to a socket of our own, sent while
+    ``until(sent)`` is false; (sent, refused, seconds)."""
+    sent = refused = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, \
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+        sink.bind(("127.0.0.1", 0))
+        dport = sink.getsockname()[1]
+        packet = struct.pack("!HHHH", sport, dport, 8 + payload, 0) + b"p" * payload
+        started = time.monotonic()
+        while not until(sent):
+            try:
+                raw.sendto(packet, ("127.0.0.1", dport))
+            except OSError as exc:
+                if exc.errno != errno.EPERM:
+                    raise
+                refused += 1
+            sent += 1
+        return sent, refused, time.monotonic() - started
+
+
+def probe_loss(sport: int, count: int = 2000) -> float:
+    """Share (0..1) of ``count`` datagrams from port ``sport`` refused by the rules."""
+    sent, refused, _ = _raw_burst(sport, 16, lambda n: n >= count)
+    return refused / sent
+
+
+def probe_rate(sport: int, expected_bytes_per_sec: int, secs: float = 1.0) -> float:
+    """Bytes per second (IP packets) that pass from port ``sport`` when sending as fast as
+    possible, measured for ``secs`` after draining a limit's bucket (it starts full) for 1 s."""
+    ip_bytes = max(100, min(1000, expected_bytes_per_sec // 50))
+    payload = ip_bytes - 28
+
+    def for_secs(s: float) -> Callable[[int], bool]:
+        deadline = time.monotonic() + s
+        return lambda n: n % 64 == 0 and time.monotonic() >= deadline
+    _raw_burst(sport, payload, for_secs(1.0))
+    sent, refused, elapsed = _raw_burst(sport, payload, for_secs(secs))
+    return (sent - refused) * ip_bytes / elapsed

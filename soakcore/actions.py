@@ -114,6 +114,28 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
                "cannot be told apart per peer. Raw-socket probes carrying the real ports must show the cut "
                "pair refused and another link (the node to a node outside peers, two peers, or the other "
                "direction) delivering; after the table is deleted the cut pair must deliver again."),
+    # Lost packets are retried, so the node stays: nothing is taken away and commits go on.
+    # Its height may still trail while loss is high; the lag gate reads takes_node_away, so a
+    # loss heavy enough to lag is a real finding. Grace 10 s: one report after the loss ends.
+    Action("loss", takes_node_away=False, stops_commits=False, grace_secs=10,
+           summary="that share of the node's packets (both directions) dropped at random",
+           fields=(Field("percent", "number", "share of packets dropped", default=10, low=0, high=100),),
+           chaos_mesh="NetworkChaos loss",
+           how="nftables `numgen random mod 1000 < percent*10` drops on the node's UDP gossip and TCP "
+               "replication ports, both directions. Verified by 2,000 raw-socket datagrams from the node's "
+               "port to a probe socket: the refused share must be within 5 points of `percent`; the table is "
+               "deleted and checked gone."),
+    # The same reasoning as loss: a slow link is not a missing node. A rate below what the
+    # node's gossip needs would look like a cut; plans that want that use disconnect.
+    Action("bandwidth", takes_node_away=False, stops_commits=False, grace_secs=10,
+           summary="the node's traffic limited to rate_kbit each way (over it: dropped)",
+           fields=(Field("rate_kbit", "integer", "the rate in kbit/s, each direction", default=1024,
+                         low=8, high=10_000_000),),
+           chaos_mesh="NetworkChaos bandwidth",
+           how="nftables named limits `rate over rate_kbit*125 bytes/second` drop what exceeds the rate: "
+               "one limit for what the node's ports send (UDP and TCP together), one for what they receive. "
+               "The bucket starts full (one second of rate), so a raw-socket probe from the node's port sends "
+               "as fast as it can for 1 s, then measures 1 s: it must pass 0.5..1.5 times the rate."),
 )})
 CHAOS_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that take a node away: node-scoped consensus/process gates exempt their windows.

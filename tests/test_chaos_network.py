@@ -118,3 +118,35 @@ def test_a_partition_drops_exactly_the_named_links(sockets: Sockets, direction: 
         assert netcut.heal(table) is None
     assert table not in _tables()
     assert all(sockets.delivers(*pair) for pair in cut)
+
+
+def test_loss_drops_that_share_of_the_ports_packets_both_ways(sockets: Sockets) -> None:
+    p = sockets.ports
+    table = netcut.loss(netcut.table_tag(os.getpid(), "test", "loss"), (p[0],), (), 30)
+    try:
+        for s in sockets.socks:
+            s.setblocking(False)
+        refused = {0: 0, 1: 0}
+        for i in range(1000):
+            src, dst = (0, 1) if i % 2 else (1, 0)   # from the node's port and to it
+            try:
+                sockets.socks[src].sendto(b"x", ("127.0.0.1", p[dst]))
+            except PermissionError:
+                refused[src] += 1
+        assert all(120 <= n <= 180 for n in refused.values()), refused   # 30 % of 500, +-6 points
+        assert 25 <= 100 * netcut.probe_loss(p[0]) <= 35
+        assert netcut.probe_loss(p[2], 200) == 0, "another port loses nothing"
+    finally:
+        assert netcut.heal(table) is None
+    assert table not in _tables() and netcut.probe_loss(p[0], 200) == 0
+
+
+def test_bandwidth_holds_the_ports_traffic_to_the_rate(sockets: Sockets) -> None:
+    p = sockets.ports
+    table = netcut.limit(netcut.table_tag(os.getpid(), "test", "bw"), (p[0],), (), 50_000)
+    try:
+        assert 40_000 <= netcut.probe_rate(p[0], 50_000) <= 60_000
+        assert netcut.probe_rate(p[2], 50_000, 0.2) > 500_000, "another port is not limited"
+    finally:
+        assert netcut.heal(table) is None
+    assert table not in _tables()

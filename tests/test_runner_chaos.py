@@ -159,6 +159,28 @@ def test_partition_cuts_only_the_links_to_its_peers_and_heals_them(distributed: 
     assert f"soak_{distributed.chaos.tag}" not in _nft_tables()
 
 
+def test_loss_drops_about_percent_of_the_nodes_packets_and_heals(distributed: Topology) -> None:
+    port = distributed.nodes["storage"].spec.gossip_ports[0]
+
+    def lossy() -> None:
+        _until(lambda: netcut.probe_loss(port, 400) > 0.05, 5, "storage's packets lost")
+
+    ev = ChaosEvent("ev-loss", 0, "all", "storage", "loss", duration_secs=2.0, params=(("percent", 20),))
+    _run(distributed, ev, lossy)
+    measured = float(_detail(distributed, ev.id).split("measured ")[1].split("%")[0])
+    assert 15 <= measured <= 25, _detail(distributed, ev.id)
+    assert netcut.probe_loss(port, 400) == 0 and f"soak_{distributed.chaos.tag}" not in _nft_tables()
+
+
+def test_bandwidth_limits_the_nodes_traffic_and_heals(distributed: Topology) -> None:
+    port = distributed.nodes["observer"].spec.gossip_ports[0]
+    ev = ChaosEvent("ev-bw", 0, "all", "observer", "bandwidth", duration_secs=1.0, params=(("rate_kbit", 800),))
+    _run(distributed, ev, lambda: None)
+    passed = float(_detail(distributed, ev.id).split("passed ")[1].split(" B/s")[0])
+    assert 0.8 * 100_000 <= passed <= 1.2 * 100_000, _detail(distributed, ev.id)
+    assert netcut.probe_rate(port, 100_000, 0.2) > 1_000_000 and f"soak_{distributed.chaos.tag}" not in _nft_tables()
+
+
 def test_challenge_pressure_makes_the_storage_node_answer_many_more_challenges(distributed: Topology) -> None:
     node = distributed.nodes["storage"]
     pressure_file = node.spec.work_dir / PRESSURE_FILE
