@@ -2,8 +2,10 @@
 fault verified when applied and always healed (at its end, and on interrupt)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -22,6 +24,22 @@ PRESSURE_CHECKS_PER_TICK = 8  # storage challenges per tick while challenge_pres
 LOSS_PROBES = 2000               # datagrams a loss probe sends: 1 point is > 2 standard deviations at 50 %
 LOSS_TOLERANCE_POINTS = 5.0      # a measured loss this far from percent fails the event
 RATE_TOLERANCE = (0.5, 1.5)      # a probe burst's rate within these multiples of the limit
+# The blob store of a (simulated) storage node: G1 output/node-distfs/<id>/store, G2
+# output/chain-runtime/<id>/store, relative to its working directory.
+STORE_GLOB = "output/*/*/store/index.json"
+CORRUPT_WATCH_SECS = 60.0        # how long corrupt_store waits for the node to report a failed challenge
+
+
+def _failed_checks(report_dir: Path) -> int:
+    """The node's cumulative failed DistFS checks in its newest readable report (0: none)."""
+    reports = sorted(report_dir.glob("epoch-*.json"), key=lambda p: int(p.stem.split("-")[1]) if
+                     p.stem.split("-")[1].isdigit() else -1)
+    for path in reversed(reports):
+        try:
+            return int(json.loads(path.read_text())["distfs_probe_cursor_state"]["cumulative_failed_checks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # the newest may be mid-write
+    return 0
 
 
 class ChaosLog:
@@ -225,6 +243,41 @@ class ChaosEngine:
                 raise RuntimeError(f"a probe burst passed {measured:.0f} B/s, the limit is {rate} B/s")
             return f"limit {rate} B/s each way, a probe burst passed {measured:.0f} B/s"
         return self._shaped(ev, lambda tag, udp, tcp: netcut.limit(tag, udp, tcp, rate), measure)
+
+    def _do_corrupt_store(self, ev: ChaosEvent) -> str:
+        """Damage ``blobs`` blobs of the node's store (never healed), then watch the node's own
+        DistFS failures rise for up to CORRUPT_WATCH_SECS (an interrupt ends the watch)."""
+        spec = self.nodes[ev.node].spec
+        stores = sorted(p.parent for p in spec.work_dir.glob(STORE_GLOB))
+        if not stores:
+            return f"skipped: no blob store under {spec.work_dir}/{STORE_GLOB.removesuffix('/index.json')}"
+        blobs = sorted(p for p in stores[0].iterdir() if p.is_file() and p.name != "index.json")
+        count, mode = min(int(ev.param("blobs")), len(blobs)), ev.param("mode")
+        hit = random.Random(ev.id).sample(blobs, count)
+        failed_before = _failed_checks(spec.report_dir)
+        digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in hit}
+        for path in hit:
+            if mode == "delete":
+                path.unlink()
+            else:
+                data = bytearray(path.read_bytes())
+                for i in range(0, len(data), 64):
+                    data[i] ^= 0xFF
+                path.write_bytes(bytes(data))
+        intact = [p.name for p in hit if p.exists() and (mode == "delete" or
+                                                          hashlib.sha256(p.read_bytes()).hexdigest() == digest[p])]
+        if intact or mode == "flip" and not all(p.exists() for p in hit):
+            raise RuntimeError(f"blobs not damaged ({mode}): {intact or 'a flipped blob is gone'}")
+        names = ",".join(p.name for p in hit)
+        deadline = time.monotonic() + CORRUPT_WATCH_SECS
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            failed = _failed_checks(spec.report_dir)
+            if failed > failed_before:
+                return (f"{mode} {count} blob(s) of {stores[0]} ({names}); the node's DistFS failures rose "
+                        f"{failed_before} -> {failed}; not healed")
+            self._hold(0.5)
+        return (f"{mode} {count} blob(s) of {stores[0]} ({names}); no DistFS failure reported within "
+                f"{CORRUPT_WATCH_SECS:g}s; not healed")
 
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
         path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE

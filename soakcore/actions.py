@@ -136,6 +136,20 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
                "one limit for what the node's ports send (UDP and TCP together), one for what they receive. "
                "The bucket starts full (one second of rate), so a raw-socket probe from the node's port sends "
                "as fast as it can for 1 s, then measures 1 s: it must pass 0.5..1.5 times the rate."),
+    # Not healed, and nothing is excused: a damaged store is exactly what the DistFS gates
+    # exist to see, so its challenges fail and the gates fail. grace 0: no window to extend.
+    Action("corrupt_store", takes_node_away=False, stops_commits=False, grace_secs=0, timing="none",
+           summary="bytes of that many blobs of the storage node's store flipped, or the blobs removed "
+                   "(not healed)",
+           fields=(Field("blobs", "integer", "how many blobs are damaged", default=1, low=1, high=1_000_000),
+                   Field("mode", "choice", "flip: bytes flipped in place; delete: the blob removed",
+                         default="flip", choices=("flip", "delete"))),
+           chaos_mesh="IOChaos mistake (flip) / fault ENOENT (delete)",
+           how="picks `blobs` files of the store (`<work>/output/*/*/store/`, every file but `index.json`; "
+               "G1 `node-distfs/<node_id>`, G2 `chain-runtime/<node_id>`), seeded by the event id, and flips "
+               "every 64th byte or deletes them; the files must have changed. Then it watches the node's own "
+               "reports for up to 60 s and logs its cumulative failed DistFS checks rising (HASH_MISMATCH, "
+               "MISSING_SAMPLE). Never healed: the DistFS gates must fail."),
 )})
 CHAOS_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that take a node away: node-scoped consensus/process gates exempt their windows.

@@ -150,3 +150,10 @@ def test_bandwidth_holds_the_ports_traffic_to_the_rate(sockets: Sockets) -> None
     finally:
         assert netcut.heal(table) is None
     assert table not in _tables()
+
+
+def test_the_network_example_plan_is_valid_and_uses_the_network_actions() -> None:
+    events = load_plan(Path(__file__).resolve().parent.parent / "examples" / "chaos-network.json", TOPOLOGY_NODES, 90)
+    assert {e.action for e in events if e.applies_to("triad")} == {"loss", "bandwidth"}
+    assert {e.action for e in events if e.applies_to("triad_distributed")} == {"partition", "loss", "bandwidth"}
+    assert all(action in ACTIONS for action in {e.action for e in events})

@@ -88,12 +88,23 @@ def _chaos_case(tmp: Path, case: str) -> list[str]:
             *[f"--node-arg={node}={s}" for s in switches], *extra]
 
 
+def corrupt_store_case(tmp: Path) -> list[str]:
+    """A DistFS failure made by chaos, not by a simulator switch: half the storage node's blobs
+    are flipped at 6 s (corrupt_store is never healed and excuses nothing)."""
+    plan = tmp / "plan-corrupt-store.json"
+    plan.write_text(json.dumps({"events": [{"id": "corrupt", "at_sec": 6, "topology": "triad_distributed",
+                                            "node": "storage", "action": "corrupt_store", "blobs": 8,
+                                            "mode": "flip"}]}))
+    return ["--topology", "triad_distributed", "--duration-secs", CHAOS_DURATION, "--chaos-plan", str(plan)]
+
+
 def run_matrix(tmp: Path) -> dict[str, SoakRun]:
     """Two batches side by side (ten soaks at once is what two cores carry without starving
     the nodes): the plain faults with the green run, then the faults under chaos."""
     batches = [{name: args if "--duration-secs" in args else ["--duration-secs", DURATION, *args]
                 for name, args in CASES.items()},
-               {f"{case}+chaos": _chaos_case(tmp, case) for case in FAULTED}]
+               {**{f"{case}+chaos": _chaos_case(tmp, case) for case in FAULTED},
+                "distfs+corrupt_store": corrupt_store_case(tmp)}]
     runs: dict[str, SoakRun] = {}
     port = 21000
     for batch in batches:
@@ -134,6 +145,15 @@ def test_simulator_misbehaviour_fails_exactly_its_gates(soaks: dict[str, SoakRun
     if run.name.endswith("_chaos"):  # the chaos really happened on the other nodes
         log = (run.run_dir / "chaos_events.log").read_text().splitlines()[1:]
         assert sum(line.split("|")[3] == "completed" for line in log) >= 6, log
+
+
+def test_a_store_corrupted_by_chaos_fails_the_distfs_gates(soaks: dict[str, SoakRun]) -> None:
+    run = soaks["distfs+corrupt_store"]
+    assert _failed(run) == EXPECTED_FAILURES["distfs"], run.summary()["topologies"][0]["metric_gate"]
+    assert run.summary()["overall_status"] == "failed" and run.proc.returncode == 1
+    log = (run.run_dir / "chaos_events.log").read_text().splitlines()[1:]
+    assert [line.split("|")[3] for line in log if line.split("|")[2] == "corrupt"] == ["start", "completed"], log
+    assert "DistFS failures rose" in log[-1], log
 
 
 def test_chaos_of_every_kind_keeps_every_gate_green(soaks: dict[str, SoakRun]) -> None:

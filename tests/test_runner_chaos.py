@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from runner import netcut
-from runner.chaos import PRESSURE_FILE, ChaosLog
+from runner.chaos import PRESSURE_FILE, STORE_GLOB, ChaosLog
 from runner.cli import build_parser, resolve
 from runner.plan import ChaosEvent
 from runner.soak import Topology
@@ -249,5 +249,42 @@ def test_on_crash_stop_ends_the_topology(tmp_path: Path) -> None:
         _until(lambda: node.exited_unexpectedly() is not None, 15, "simulated crash")
         assert not topo.supervise()
         assert node.pid is None and node.restarts["crash"] == 1
+    finally:
+        _stop(topo)
+
+
+@pytest.mark.parametrize("mode, reason", [("flip", "HASH_MISMATCH"), ("delete", "MISSING_SAMPLE")])
+def test_corrupt_store_damages_blobs_and_the_nodes_own_challenges_fail(tmp_path: Path, mode: str,
+                                                                       reason: str) -> None:
+    # Its own topology: a damaged store is never healed, so the shared one must stay intact.
+    topo = _topology(tmp_path, "triad_distributed", 4 if mode == "flip" else 5)
+    node = topo.nodes["storage"]
+    try:
+        for n in topo.nodes.values():
+            n.start()
+        _until(lambda: any(node.spec.report_dir.glob("epoch-*.json")), 30, "storage reported")
+        (store,) = [p.parent for p in node.spec.work_dir.glob(STORE_GLOB)]
+        before = {p.name: p.read_bytes() for p in store.iterdir() if p.name != "index.json"}
+        ev = ChaosEvent(f"ev-corrupt-{mode}", 0, "all", "storage", "corrupt_store",
+                        params=(("blobs", 3), ("mode", mode)))
+        topo.chaos.launch(ev)
+        _until(lambda: _finished(topo, ev), 40, "corrupt_store finished")
+        assert _phases(topo, ev.id)[-1] == "completed", topo.chaos.log.path.read_text()
+        after = {p.name: p.read_bytes() for p in store.iterdir() if p.name != "index.json"}
+        changed = {n for n in before if after.get(n) != before[n]}
+        assert len(changed) == 3 and (mode == "flip") == changed.issubset(after)
+        assert "the node's DistFS failures rose" in _detail(topo, ev.id), _detail(topo, ev.id)
+        reasons: dict[str, int] = {}
+
+        def failed_for_reason() -> bool:
+            reports = sorted(node.spec.report_dir.glob("epoch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+            try:
+                reasons.update(json.loads(reports[-1].read_text())["distfs_probe_cursor_state"]
+                               ["cumulative_failure_reasons"])
+            except (ValueError, KeyError, IndexError):
+                return False
+            return reasons.get(reason, 0) > 0
+        _until(failed_for_reason, 10, f"{reason} reported")
+        assert set(reasons) == {reason}, reasons
     finally:
         _stop(topo)
