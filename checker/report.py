@@ -21,6 +21,7 @@ from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
 from checker.failures import failures_markdown, when_text
 from checker.plots import plot_topology
+from soakcore.catalog import BY_NAME, REPORTS, STATUS
 
 
 def iso(ts: float | None) -> str | None:
@@ -50,7 +51,8 @@ def not_judged_reason(g: Gate, note: str | None, thresholds: dict[str, float]) -
     if "> 0" in g.data:
         return "no DistFS checks in the window"
     metric = next(iter(re.findall(r"soak_[a-z_]+", g.data)), g.data)
-    what = "epoch reports" if metric.startswith(("soak_consensus", "soak_reward", "soak_report")) else "exporter data"
+    source = BY_NAME[metric].source if metric in BY_NAME else ""
+    what = "epoch reports" if source in (REPORTS, STATUS) else "exporter data"
     return f"no `{metric}` series in the window (no {what} for this topology)"
 
 

@@ -53,13 +53,14 @@ def finite(text: str) -> float:
 
 def duration(text: str) -> float:
     """argparse type of every time flag: seconds as ``90``, or ``90s``, ``10m``, ``1h``."""
-    try:
-        return finite(text)
-    except argparse.ArgumentTypeError:
-        secs = duration_secs(text.strip())
-        if secs is None:
-            raise argparse.ArgumentTypeError(f"expected seconds or a duration like 90s, 10m, 1h; got {text!r}") from None
+    secs = duration_secs(text.strip())
+    if secs is not None:
         return secs
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or a duration like 90s, 10m, 1h; got {text!r}") from None
+    return finite(text)  # a number: it must be finite (NaN would never end a wait)
 
 
 EPILOG = """examples:

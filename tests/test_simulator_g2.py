@@ -140,8 +140,9 @@ def triad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, G2Proc
 def test_status_has_the_head_schema_with_lowercase_last_status(triad: dict[str, G2Process]) -> None:
     wait_until(lambda: all(p.height() > 3 for p in triad.values()), 10, "all commit")
     ref = example("g2-chain-status-head.json")
-    wait_until(lambda: all(p.status()["replication"]["connected_peers"] for p in triad.values()), 10,
-               "replication peers connected")
+    # Each node dials its peers once a second: on a loaded machine the second link may lag.
+    wait_until(lambda: all(len(p.status()["replication"]["connected_peers"]) == 2 for p in triad.values()), 20,
+               "both replication peers connected on every node")
     for role, p in triad.items():
         doc = p.status()
         assert shape_problems(doc, ref) == [], role
