@@ -2,6 +2,7 @@
 fault verified when applied and always healed (at its end, and on interrupt)."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,17 +29,23 @@ RATE_TOLERANCE = (0.5, 1.5)      # a probe burst's rate within these multiples o
 # The blob store of a (simulated) storage node: G1 output/node-distfs/<id>/store, G2
 # output/chain-runtime/<id>/store, relative to its working directory.
 STORE_GLOB = "output/*/*/store/index.json"
+FAKETIME_LIB = "/usr/lib/*/faketime/libfaketime.so.1"   # Debian's faketime package
+SKEW_TOLERANCE_MS = 1000.0       # a measured skew this far from offset_ms fails the event
+SKEW_VERIFY_SECS = 20.0          # how long a relaunched node has to show its clock
 CORRUPT_WATCH_SECS = 60.0        # how long corrupt_store waits for the node to report a failed challenge
 
 
 def _failed_checks(report_dir: Path) -> int:
-    """The node's cumulative failed DistFS checks in its newest readable report (0: none)."""
+    """The node's cumulative failed DistFS checks in its newest readable report (0: none):
+    G1 ``distfs_probe_cursor_state.cumulative_failed_checks``, G2 ``distfs.failed_checks``."""
     reports = sorted(report_dir.glob("epoch-*.json"), key=lambda p: int(p.stem.split("-")[1]) if
                      p.stem.split("-")[1].isdigit() else -1)
     for path in reversed(reports):
         try:
-            return int(json.loads(path.read_text())["distfs_probe_cursor_state"]["cumulative_failed_checks"])
-        except (OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(path.read_text())
+            g1 = doc.get("distfs_probe_cursor_state")
+            return int(g1["cumulative_failed_checks"] if g1 is not None else doc["distfs"]["failed_checks"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # the newest may be mid-write
     return 0
 
@@ -269,15 +277,83 @@ class ChaosEngine:
         if intact or mode == "flip" and not all(p.exists() for p in hit):
             raise RuntimeError(f"blobs not damaged ({mode}): {intact or 'a flipped blob is gone'}")
         names = ",".join(p.name for p in hit)
-        deadline = time.monotonic() + CORRUPT_WATCH_SECS
+        started = time.monotonic()
+        deadline = started + CORRUPT_WATCH_SECS
         while not self.stop.is_set() and time.monotonic() < deadline:
             failed = _failed_checks(spec.report_dir)
             if failed > failed_before:
                 return (f"{mode} {count} blob(s) of {stores[0]} ({names}); the node's DistFS failures rose "
                         f"{failed_before} -> {failed}; not healed")
             self._hold(0.5)
-        return (f"{mode} {count} blob(s) of {stores[0]} ({names}); no DistFS failure reported within "
-                f"{CORRUPT_WATCH_SECS:g}s; not healed")
+        return (f"{mode} {count} blob(s) of {stores[0]} ({names}); no DistFS failure reported in the "
+                f"{time.monotonic() - started:.0f}s watched; not healed")
+
+    def _relaunch(self, node: NodeProc, env: dict[str, str]) -> float:
+        """Stop the node (SIGTERM) and start it again with ``env``; the relaunch time (unix s)."""
+        old = node.pid
+        node.stop(signal.SIGTERM)
+        if old is not None and wait_for(lambda: not netcut.pid_alive(old), 5.0) is False:
+            raise RuntimeError(f"pid {old} still alive after SIGTERM")
+        node.env = env
+        node.restarts["chaos"] += 1
+        started = time.time()
+        node.start()
+        if not wait_for(lambda: node.pid is not None, 5.0):
+            raise RuntimeError("relaunched process is not running")
+        return started
+
+    def _skew_ms(self, node: NodeProc, since: float) -> float:
+        """How far the node's clock is off: its status document's observed_at_unix_ms against
+        this clock, or else a report written after ``since`` against the file's mtime."""
+        deadline = time.monotonic() + SKEW_VERIFY_SECS
+        while time.monotonic() < deadline and not self.stop.is_set():
+            if node.spec.status_url:
+                try:
+                    asked = time.time()
+                    with urllib.request.urlopen(node.spec.status_url, timeout=2) as res:
+                        observed = json.loads(res.read())["observed_at_unix_ms"]
+                    return observed - (asked + time.time()) / 2 * 1000
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            for path in sorted(node.spec.report_dir.glob("epoch-*.json"), key=lambda p: p.stat().st_mtime)[-1:]:
+                try:
+                    mtime = path.stat().st_mtime
+                    if mtime > since:
+                        return json.loads(path.read_text())["observed_at_unix_ms"] - mtime * 1000
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            self._hold(0.2)
+        raise RuntimeError(f"no observed_at_unix_ms from the relaunched node within {SKEW_VERIFY_SECS:g}s")
+
+    def _do_clock_skew(self, ev: ChaosEvent) -> str:
+        lib = next(iter(sorted(glob.glob(FAKETIME_LIB))), None)
+        if lib is None:
+            return "skipped: libfaketime not found (apt-get install faketime)"
+        offset = float(ev.param("offset_ms"))
+        node = self.nodes[ev.node]
+        plain = dict(node.env)
+        preload = " ".join(p for p in (lib, plain.get("LD_PRELOAD", "")) if p)
+        skewed = {**plain, "LD_PRELOAD": preload, "FAKETIME": f"{offset / 1000:+.3f}",
+                  "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"}
+        measured = healed = None
+        try:
+            since = self._relaunch(node, skewed)
+            measured = self._skew_ms(node, since)
+            if abs(measured - offset) > SKEW_TOLERANCE_MS:
+                raise RuntimeError(f"the node's clock is off by {measured:.0f} ms, expected {offset:g} ms")
+            self._hold(ev.duration_secs)
+        finally:
+            node.env = plain
+            if not self.stop.is_set():   # at the run's end the node is stopped anyway, skew and all
+                since = self._relaunch(node, plain)
+                healed = self._skew_ms(node, since)
+                if abs(healed) > SKEW_TOLERANCE_MS:
+                    error = f"clock skew on {ev.node} not healed: still off by {healed:.0f} ms"
+                    self.heal_errors.append(error)
+                    raise RuntimeError(error)
+        back = f"; relaunched with the true clock (off by {healed:.0f} ms)" if healed is not None else ""
+        return f"relaunched under libfaketime {offset:+g} ms: observed_at off by {measured:.0f} ms; " \
+               f"{ev.duration_secs:g}s{back}"
 
     def _do_challenge_pressure(self, ev: ChaosEvent) -> str:
         path = self.nodes[ev.node].spec.work_dir / PRESSURE_FILE

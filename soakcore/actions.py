@@ -150,6 +150,18 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
                "every 64th byte or deletes them; the files must have changed. Then it watches the node's own "
                "reports for up to 60 s and logs its cumulative failed DistFS checks rising (HASH_MISMATCH, "
                "MISSING_SAMPLE). Never healed: the DistFS gates must fail."),
+    # Two relaunches (into the skew and out of it): what a restart excuses, with its grace. A
+    # skew within the DistFS probes' 5,000 ms allowance must not fail them; beyond it, it may.
+    Action("clock_skew", takes_node_away=True, stops_commits=True, grace_secs=15, replaces_process=True,
+           summary="the node relaunched with its clock shifted by offset_ms for duration_secs, then "
+                   "relaunched with the true clock",
+           fields=(Field("offset_ms", "number", "the shift of the node's wall clock (negative: behind)",
+                         default=2000, low=-86_400_000, high=86_400_000),),
+           chaos_mesh="TimeChaos (timeOffset)",
+           how="SIGTERM, then the node is relaunched with `LD_PRELOAD` libfaketime (Debian `faketime`) and "
+               "`FAKETIME=+/-seconds` (monotonic clock left true); its `observed_at_unix_ms` (status endpoint, "
+               "else a new report against the file's mtime) must be off by `offset_ms` within 1,000 ms. At the "
+               "end it is relaunched without libfaketime and must be off by less than 1,000 ms."),
 )})
 CHAOS_ACTIONS: tuple[str, ...] = tuple(ACTIONS)
 # Actions that take a node away: node-scoped consensus/process gates exempt their windows.
