@@ -19,3 +19,11 @@ if str(ROOT) not in sys.path:
 def examples_dir() -> Path:
     """The real Agent World example documents (tests/fixtures/agent_world)."""
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def matrix_soaks(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The gate matrix and the blind-spot soaks, run once for both test modules: two batches of
+    real soaks side by side (tests/test_gate_matrix.py ``run_matrix``)."""
+    from test_gate_matrix import run_matrix
+    return run_matrix(tmp_path_factory.mktemp("matrix"))

@@ -1,6 +1,7 @@
 """No blind spots: each case here came back `verdict OK` before, while the fault was really
 happening (issue: the end of the window, silent nodes, a node cut off from everyone, a real
-drop soon after a restart, a store lost late). Real soaks, side by side."""
+drop soon after a restart, a store lost late). Real soaks, run side by side with the gate
+matrix's second batch (the session fixture ``matrix_soaks`` in conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -68,38 +70,42 @@ def _when_running(run: SoakRun, timeout: float = 60) -> Path:
     raise AssertionError(f"{run.name}: the window never began: {log[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SoakRun]:
-    tmp = tmp_path_factory.mktemp("blind")
+def start_blind_spots(tmp: Path) -> tuple[dict[str, SoakRun], Callable[[], None]]:
+    """Start every case (side by side with the gate matrix's second batch: see its
+    ``run_matrix``) and return them with the actions to take while they run (the firewall
+    cut and the late store loss). The actions end with the firewall table deleted."""
+    tmp.mkdir(parents=True, exist_ok=True)
     runs = {}
     for i, (name, args) in enumerate(CASES.items()):
         extra = ["--chaos-plan", str(_plan(tmp))] if name == "regress_after_restart" else []
         runs[name] = start_soak(name, tmp, BASE + 200 * i, ["--topology", "triad_distributed",
                                                             "--duration-secs", str(DURATION), *extra, *args])
-    table = "blindspot_cut_off"
-    try:
-        _when_running(runs["cut_off"])
-        port = STORAGE_GOSSIP["cut_off"]
-        _nft("add", "table", "inet", table)
-        _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
-        for direction in ("dport", "sport"):
-            _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", direction, str(port), "drop")
-        run_dir = _when_running(runs["store_lost_late"])
-        time.sleep(DURATION - 32)  # the breach then begins about 10 s before the window's end
-        for store in run_dir.glob("triad_distributed/nodes/storage/work/output/node-distfs/*/store"):
-            for blob in store.iterdir():
-                if blob.name != "index.json":
-                    blob.unlink() if blob.is_file() else shutil.rmtree(blob)
-        for run in runs.values():
-            run.wait(400)
-    finally:
-        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
-    return runs
+
+    def act() -> None:
+        table = "blindspot_cut_off"
+        try:
+            _when_running(runs["cut_off"])
+            port = STORAGE_GOSSIP["cut_off"]
+            _nft("add", "table", "inet", table)
+            _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
+            for direction in ("dport", "sport"):
+                _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", direction, str(port), "drop")
+            run_dir = _when_running(runs["store_lost_late"])
+            time.sleep(DURATION - 32)  # the breach then begins about 10 s before the window's end
+            for store in run_dir.glob("triad_distributed/nodes/storage/work/output/node-distfs/*/store"):
+                for blob in store.iterdir():
+                    if blob.name != "index.json":
+                        blob.unlink() if blob.is_file() else shutil.rmtree(blob)
+            for run in runs.values():
+                run.wait(400)
+        finally:
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=10)
+    return runs, act
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
-def test_a_fault_that_used_to_pass_now_fails_its_gate(soaks: dict[str, SoakRun], case: str) -> None:
-    run = soaks[case]
+def test_a_fault_that_used_to_pass_now_fails_its_gate(matrix_soaks: dict[str, SoakRun], case: str) -> None:
+    run = matrix_soaks[case]
     gate_name, node = EXPECTED[case]
     gate = run.gates()[gate_name]
     assert gate["status"] == "fail", (case, gate, run.summary()["topologies"][0].get("notes"))
