@@ -2,7 +2,6 @@
 all on free 127.0.0.1 ports with their data inside the run directory."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from alerts import generate
 from alerts.generate import render_alertmanager_config
 from soakcore.errors import EvaluationError
 from soakcore.services import (LOCALHOST, AlertWebhook, Service, free_port, http_get_json, start_alertmanager,
@@ -20,6 +20,15 @@ from soakcore.services import (LOCALHOST, AlertWebhook, Service, free_port, http
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "prometheus" / "prometheus.yml.tmpl"
 RULES = REPO / "alerts" / "rules.yml"
+
+
+def run_rules() -> str:
+    """The rules this run's Prometheus loads: alerts/rules.yml, with runbook links that open on
+    this machine (file:// of the checkout's RUNBOOK.md) while the repository's web address is
+    still the placeholder (alerts/generate.py REPOSITORY_WEB_URL)."""
+    if ".invalid/" not in generate.DEFAULT_RUNBOOK_BASE_URL:
+        return RULES.read_text()
+    return generate.render((REPO / "alerts" / "RUNBOOK.md").as_uri())[generate.RULES]
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Stack:
             return
         if self.alertmanager_url is None:
             self._start_alertmanager()
-        shutil.copy(RULES, self.run_dir / "rules.yml")
+        (self.run_dir / "rules.yml").write_text(run_rules())
         assert self.alertmanager_url is not None
         config = Template(TEMPLATE.read_text()).substitute(
             interval=self.prometheus_interval, rules_file=str(self.run_dir / "rules.yml"),

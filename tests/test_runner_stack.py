@@ -53,3 +53,17 @@ def test_an_existing_prometheus_is_used_and_the_user_told_how_to_scrape_the_expo
     query = urllib.parse.urlencode({"query": f'count_over_time(soak_run_info{{run_id="{d.name}"}}[5m])'})
     series = http_get_json(f"{prom.url}/api/v1/query?{query}")
     assert series["data"]["result"], "the existing Prometheus scraped this run's exporter"
+
+
+def test_the_runs_rules_link_runbooks_that_open_on_this_machine() -> None:
+    import re
+
+    from runner.stack import run_rules
+    links = set(re.findall(r"runbook_url: (\S+)", run_rules()))
+    assert links
+    for link in links:
+        url = urllib.parse.urlparse(link)
+        assert url.scheme in ("file", "https"), link
+        if url.scheme == "file":
+            text = Path(urllib.parse.unquote(url.path)).read_text()
+            assert f'<a id="{url.fragment}"></a>' in text, link
