@@ -128,12 +128,16 @@ def grace_text(actions: tuple[str, ...]) -> str:
 def _lag_outside_chaos() -> str:
     # The larger of the node's own view (network minus committed height) and the view from
     # outside (blocks behind the topology's highest node: a node cut off from everyone does
-    # not know it lags). Samples taken during the node's own fault window (plus grace) are
-    # left out of the p95 itself, so a long pause does not poison the next five minutes.
+    # not know it lags). Samples taken during the node's own fault window (plus grace), or
+    # while a fault that can stop commits holds a consensus-critical node (every follower
+    # then falls behind it or stops with it), are left out of the p95 itself, so a long
+    # pause does not poison the next five minutes.
     own = "soak_consensus_network_committed_height - soak_consensus_committed_height"
     lag = (f'max by ({NODE}) (label_replace({own}, "view", "own", "", "") or '
            f'label_replace(soak_consensus_height_behind_topology, "view", "outside", "", ""))')
-    return f"quantile_over_time(0.95, ({outside_chaos(lag, DOWN)})[{WINDOW}:10s])"
+    critical = "max by (run_id, topology) (soak_chaos_critical_exempt_until_timestamp_seconds) - time() > 0"
+    return (f"quantile_over_time(0.95, (({outside_chaos(lag, DOWN)}) unless on(run_id, topology) ({critical}))"
+            f"[{WINDOW}:10s])")
 
 
 # Nothing committed over the whole window although every node reported at least three

@@ -18,7 +18,7 @@ from exporter.expo import Block
 from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
 from exporter.state import NodeView
-from soakcore.actions import RELAUNCH
+from soakcore.actions import RELAUNCH, STOPS_COMMITS
 from soakcore.catalog import REPORT_ERROR_REASONS
 from soakcore.distfs import DISTFS_REASONS
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
@@ -90,6 +90,10 @@ def _chaos_metrics(b: Block, c: "SoakCollector", now: float) -> None:
     exempt = chaoswin.exempt_until(s.chaos_windows)
     for (node, action), until in sorted(exempt.items()):
         b.add("soak_chaos_exempt_until_timestamp_seconds", (node, action), until)
+    critical = {src.node for src in s.sources if src.critical}
+    held = [until for (node, action), until in exempt.items() if node in critical and action in STOPS_COMMITS]
+    if held:
+        b.add("soak_chaos_critical_exempt_until_timestamp_seconds", (), max(held))
     relaunch = {node for (node, action), until in exempt.items() if action in RELAUNCH and until > now}
     for src in s.sources:
         view = c.views.get(src.node)
@@ -101,7 +105,7 @@ def _chaos_metrics(b: Block, c: "SoakCollector", now: float) -> None:
     progress = [v.last_progress_s for v in c.views.values() if v.last_progress_s is not None]
     starts = [src.started_at for src in s.sources if src.started_at is not None]
     stall = chaoswin.stall_seconds(max(progress, default=None), min(starts, default=None), s.chaos_windows,
-                                   {src.node for src in s.sources if src.critical}, now)
+                                   critical, now)
     b.add("soak_consensus_stall_seconds", (), stall)
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from alerts.gates import MAX_FOR_SECS
 from checker.promapi import duration_secs
 from alerts.profiles import PROFILES, TOPOLOGIES, Profile, get_profile, weak_overrides
 from runner import g2, ports, reaper
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
       "(a ratio of 1, more DistFS checks than the run makes, a duration threshold as long as the run); "
       "such gates are listed in the verdict")
     a("--no-prewarm", action="store_true", help="do not wait for every node's first report")
+    a("--drain-secs", type=duration, help="how long nodes keep running after the window so a breach that began "
+      "at its end can last its gate's for (default: the longest for + two intervals; shorter is a weak gate)")
     a("--prometheus-url", help="use this existing Prometheus instead of starting one (docs/runner.md)")
     a("--alertmanager-url", help="use this existing Alertmanager instead of starting one")
     a("--exporter-port", type=int, default=0, help="the exporter's 127.0.0.1 port (default: a free one); fix it "
@@ -160,7 +163,7 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
     _check_tools(a)
     seed = a.seed if a.seed is not None else int(now) % 100000
     duration = a.duration_secs or profile.duration_secs
-    weak = tuple(weak_overrides(overrides, duration, a.tick_ms))
+    weak = tuple(weak_overrides(overrides, duration, a.tick_ms)) + _weak_drain(a)
     if weak and not a.allow_weak_gates:
         raise UsageError(f"threshold overrides that leave a gate unable to fail: {'; '.join(weak)} "
                          "(give --allow-weak-gates to run anyway; they are then listed in the verdict)")
@@ -189,7 +192,16 @@ def resolve(a: argparse.Namespace, now: float | None = None) -> RunConfig:
         prometheus_url=a.prometheus_url, alertmanager_url=a.alertmanager_url, fail_fast=a.fail_fast,
         abort_on_fail=a.abort_on_fail, on_crash=a.on_crash, prewarm=not a.no_prewarm,
         custom_topologies=(custom,) if custom else (), exporter_port=exporter_port, exporter_host=exporter_host,
-        weak_gates=weak)
+        weak_gates=weak, drain_secs=a.drain_secs)
+
+
+def _weak_drain(a: argparse.Namespace) -> tuple[str, ...]:
+    """A drain shorter than the longest gate ``for`` (+ two intervals) leaves the window's end unjudged."""
+    needed = MAX_FOR_SECS + 2 * a.poll_interval_secs
+    if a.drain_secs is None or a.drain_secs >= needed:
+        return ()
+    return (f"drain_secs={a.drain_secs:g}: shorter than the {needed:g}s a breach that begins at the window's "
+            "end needs to be judged",)
 
 
 def _exporter_listen(a: argparse.Namespace) -> tuple[str, int]:

@@ -37,6 +37,7 @@ class RunConfig:
     exporter_host: str = "127.0.0.1"    # --exporter-listen HOST (a compose Prometheus scrapes it)
     repeat_argv: tuple[str, ...] = ()   # `python3 -m runner <these>` repeats the run (same seed)
     weak_gates: tuple[str, ...] = ()    # overrides that leave a gate unable to fail (--allow-weak-gates)
+    drain_secs: float | None = None     # None: the longest gate for + two intervals
 
     def to_json(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:

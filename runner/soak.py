@@ -135,7 +135,8 @@ def _finish(cfg: RunConfig, topo: Topology, stop: threading.Event) -> tuple[floa
     progress.clear_line()
     topo.chaos.heal_all()
     topo.notes.extend(topo.chaos.heal_errors)
-    drain_until = time.monotonic() + (0.0 if stop.is_set() else MAX_FOR_SECS + 2 * cfg.interval_s)
+    drain = MAX_FOR_SECS + 2 * cfg.interval_s if cfg.drain_secs is None else cfg.drain_secs
+    drain_until = time.monotonic() + (0.0 if stop.is_set() else drain)
     topo.supervise()
     while time.monotonic() < drain_until and not stop.wait(0.2):
         topo.supervise()

@@ -114,6 +114,9 @@ CATALOG: tuple[MetricDef, ...] = (
     _g("soak_chaos_exempt_until_timestamp_seconds",
        "Gates exempt the node from this action's effects until then (window end + grace; +Inf while in effect).",
        ("node", "action"), unit="seconds", source=CHAOS),
+    _g("soak_chaos_critical_exempt_until_timestamp_seconds",
+       "Consensus gates of every node are exempt until then: a fault that can stop commits held a "
+       "consensus-critical node (window end + grace; +Inf while in effect).", (), unit="seconds", source=CHAOS),
     _c("soak_consensus_height_regressions_excused_total",
        "Height drops first seen while the node was exempt from a restart or kill.", source=REPORTS + ", " + CHAOS),
     _g("soak_consensus_height_behind_topology",

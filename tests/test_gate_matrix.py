@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from soakrun import SoakRun, start_soak
-from test_blind_spots import start_blind_spots
+from test_gate_matrix_blind_spots import start_blind_spots
 
 DURATION = "50"
 CASES: dict[str, list[str]] = {
@@ -60,9 +60,10 @@ FAULTED = {  # case -> (faulted node, its switches, extra flags)
     "report_gap": ("storage", [], ["--epoch-secs", "6", "--threshold", "max_report_gap_secs=3"]),
 }
 OTHER_CHAOS = (("pause", 0, 3), ("restart", 1, 0), ("disconnect", 0, 4), ("kill", 1, 0))
-# In triad_distributed a storage node whose committed height dropped 100 blocks really is
-# behind the others until it catches up: its lag is a true consequence of the drop.
-ALSO_UNDER_CHAOS = {"regression": {"consensus_lag_high"}}
+# A node whose committed height dropped 100 blocks really is behind the network until it
+# catches up; whether that lasts long enough to move the 5 m p95 depends on how fast it
+# catches up: the lag gate may fail too, as a true consequence of the drop, nothing else may.
+MAY_ALSO_FAIL = {"regression": {"consensus_lag_high"}}
 
 
 def chaos_plan(path: Path, faulted: str, duration: float) -> Path:
@@ -101,7 +102,7 @@ def corrupt_store_case(tmp: Path) -> list[str]:
 
 def run_matrix(tmp: Path) -> dict[str, SoakRun]:
     """Two batches side by side: the plain faults with the green run, then the faults under
-    chaos together with the blind-spot soaks (tests/test_blind_spots.py). A soak takes about
+    chaos together with the blind-spot soaks (tests/test_gate_matrix_blind_spots.py). A soak takes about
     a tenth of a core (CPU measured with /usr/bin/time: 8 s for a 90 s soak), so fifteen at
     once leave the nodes their ticks."""
     batches = [{name: args if "--duration-secs" in args else ["--duration-secs", DURATION, *args]
@@ -137,12 +138,11 @@ def _failed(run: SoakRun) -> set[str]:
 @pytest.mark.parametrize("case", sorted(EXPECTED_FAILURES) + sorted(f"{c}+chaos" for c in FAULTED))
 def test_simulator_misbehaviour_fails_exactly_its_gates(soaks: dict[str, SoakRun], case: str) -> None:
     run = soaks[case]
-    chaos = case.endswith("+chaos")
     case = case.removesuffix("+chaos")
-    expected = EXPECTED_FAILURES[case] | (ALSO_UNDER_CHAOS.get(case, set()) if chaos else set())
+    expected = EXPECTED_FAILURES[case]
     summary = run.summary()
     assert summary["overall_status"] == "failed", summary["topologies"][0]["metric_gate"]
-    assert _failed(run) == expected
+    assert expected <= _failed(run) <= expected | MAY_ALSO_FAIL.get(case, set()), _failed(run)
     assert run.proc.returncode == 1
     for name in expected:
         gate = run.gates()[name]

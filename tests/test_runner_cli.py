@@ -310,3 +310,13 @@ def test_exporter_listen_binds_where_a_compose_prometheus_can_scrape_and_bad_val
                 ["--exporter-listen", "0.0.0.0"], ["--exporter-listen", "0.0.0.0:9464", "--exporter-port", "9465"]):
         with pytest.raises(UsageError, match="--exporter-listen"):
             resolve(build_parser().parse_args([*base, *bad]), now=1_800_000_000)
+
+
+def test_a_drain_too_short_to_judge_the_windows_end_is_a_weak_gate(tmp_path: Path) -> None:
+    argv = ["--out-dir", str(tmp_path), "--duration-secs", "60", "--drain-secs", "5"]
+    with pytest.raises(UsageError, match="drain_secs=5"):
+        resolve(build_parser().parse_args(argv), now=1_800_000_000)
+    cfg = resolve(build_parser().parse_args([*argv, "--allow-weak-gates"]), now=1_800_000_000)
+    assert cfg.drain_secs == 5 and any("drain_secs" in w for w in cfg.weak_gates)
+    long = resolve(build_parser().parse_args([*argv[:-1], "1m"]), now=1_800_000_000)
+    assert long.weak_gates == () and long.drain_secs == 60
