@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from contextlib import contextmanager
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Iterator, Mapping
 from alerts.profiles import get_profile
 from soakcore.actions import ACTIONS
 from soakcore.errors import EvaluationError
-from soakcore.services import PROMTOOL_BIN, find_binary
+from soakcore.services import PROMTOOL_BIN, Service, find_binary, start_prometheus
 
 MiB = 1024 * 1024
 Sample = tuple[str, tuple[tuple[str, str], ...], float, float]  # metric, labels, unix time, value
@@ -209,3 +210,17 @@ def backfill(histories: list[History], data_dir: Path) -> Path:
     if done.returncode != 0:
         raise EvaluationError(f"promtool backfill failed: {done.stderr.strip()[-500:]}")
     return data_dir
+
+
+@contextmanager
+def backfilled_prometheus(base: Path, histories: list[History]) -> Iterator[Service]:
+    """A real Prometheus over ``histories`` backfilled into ``base/data`` (long retention:
+    the fixed 2026-01-01 histories must not be deleted as too old)."""
+    backfill(histories, base / "data")
+    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
+    prom = start_prometheus(base / "prometheus.yml", base / "data",
+                            extra_args=("--storage.tsdb.retention.time=100y",))
+    try:
+        yield prom
+    finally:
+        prom.stop()

@@ -20,9 +20,9 @@ from checker.api import TopologyVerdict, evaluate
 from checker.cli import main
 from checker.failures import with_run_labels
 from checker.promapi import Prom
-from checker.testing import MiB, Fault, History, backfill
+from checker.testing import MiB, Fault, History, backfilled_prometheus
 from soakcore.errors import EvaluationError
-from soakcore.services import Service, free_port, start_prometheus
+from soakcore.services import Service, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "checker"
@@ -60,15 +60,8 @@ HISTORIES = [
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     base = tmp_path_factory.mktemp("checker-prom")
-    backfill(HISTORIES, base / "data")
-    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-    # Long retention: the fixed 2026-01-01 histories must not be deleted as too old.
-    prom = start_prometheus(base / "prometheus.yml", base / "data",
-                            extra_args=("--storage.tsdb.retention.time=100y",))
-    try:
+    with backfilled_prometheus(base, HISTORIES) as prom:
         yield prom
-    finally:
-        prom.stop()
 
 
 _VERDICTS: dict[tuple[str, str, str], TopologyVerdict] = {}

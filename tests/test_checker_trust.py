@@ -28,7 +28,7 @@ from checker.api import GateResult, RunMeta, TopologyVerdict, evaluate, max_for_
 from checker.cli import main
 from checker.promapi import Prom
 from checker.report import write_reports
-from checker.testing import Fault, History, backfill
+from checker.testing import Fault, History, backfill, backfilled_prometheus
 from soakcore.errors import EvaluationError
 from soakcore.services import Service, free_port, start_prometheus
 
@@ -69,14 +69,8 @@ HISTORIES = [
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     base = tmp_path_factory.mktemp("checker-trust-prom")
-    backfill(HISTORIES, base / "data")
-    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-    prom = start_prometheus(base / "prometheus.yml", base / "data",
-                            extra_args=("--storage.tsdb.retention.time=100y",))
-    try:
+    with backfilled_prometheus(base, HISTORIES) as prom:
         yield prom
-    finally:
-        prom.stop()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

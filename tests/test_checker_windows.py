@@ -9,8 +9,8 @@ import pytest
 
 from alerts.profiles import get_profile
 from checker.api import TopologyVerdict, evaluate
-from checker.testing import Fault, History, backfill
-from soakcore.services import Service, start_prometheus
+from checker.testing import Fault, History, backfilled_prometheus
+from soakcore.services import Service
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 NODES = ("sequencer", "storage", "observer")
@@ -26,14 +26,8 @@ HISTORIES = [
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     base = tmp_path_factory.mktemp("checker-windows")
-    backfill(HISTORIES, base / "data")
-    (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-    prom = start_prometheus(base / "prometheus.yml", base / "data",
-                            extra_args=("--storage.tsdb.retention.time=100y",))
-    try:
+    with backfilled_prometheus(base, HISTORIES) as prom:
         yield prom
-    finally:
-        prom.stop()
 
 
 def _judge(prom: Service, run_id: str, since: float, until: float) -> TopologyVerdict:
