@@ -2,12 +2,14 @@
 status polling, report reading, and a teardown that always stops what was started."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,13 +146,18 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
-    """A port P in [lo, hi] with P..P+n-1 free for both UDP and TCP right now (tests pick from a
-    fixed range below the ephemeral one, so a free_port() user elsewhere cannot take them)."""
+    """A port P in [lo, hi] with P..P+n-1 free for both UDP and TCP right now and claimed for
+    this process's lifetime (tests pick from fixed ranges below the ephemeral one, so a
+    free_port() user elsewhere cannot take them). Claims are flock'ed files in CLAIM_DIR, so
+    test processes running side by side (pytest-xdist workers) never get overlapping blocks."""
     start = lo + (os.getpid() * 37) % max(1, hi - lo - n)
     for offset in range(0, hi - lo - n + 1):
         base = lo + (start - lo + offset) % (hi - lo - n + 1)
         if any(base + i in _HANDED_OUT for i in range(n)):
             continue   # given to an earlier caller that may not have bound it yet
+        claims = _claim(range(base, base + n))
+        if claims is None:
+            continue   # claimed by another test process
         socks = []
         try:
             for i in range(n):
@@ -159,8 +166,11 @@ def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
                     socks.append(s)
                     s.bind(("127.0.0.1", base + i))
             _HANDED_OUT.update(range(base, base + n))
+            _CLAIMS.extend(claims)
             return base
         except OSError:
+            for fd in claims:
+                os.close(fd)
             continue
         finally:
             for s in socks:
@@ -168,7 +178,25 @@ def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
     raise RuntimeError(f"no block of {n} free ports in {lo}-{hi}")
 
 
+def _claim(ports: range) -> list[int] | None:
+    """Exclusive locks on every port's claim file, or None (and nothing held) if any is taken."""
+    CLAIM_DIR.mkdir(parents=True, exist_ok=True)
+    fds: list[int] = []
+    for port in ports:
+        fd = os.open(CLAIM_DIR / f"{port}.claim", os.O_RDWR | os.O_CREAT, 0o666)
+        fds.append(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            for held in fds:
+                os.close(held)
+            return None
+    return fds
+
+
+CLAIM_DIR = Path(tempfile.gettempdir()) / "soak-test-ports"
 _HANDED_OUT: set[int] = set()
+_CLAIMS: list[int] = []   # held open until the process exits
 
 
 # --- G2: oasis7_chain_runtime processes, launched with the upstream script's argv ---
