@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT
+from simulator.testing import port_block
 
 FAST = ["--profile", "soak_smoke", "--epoch-secs", "2", "--tick-ms", "100", "--poll-interval-secs", "1",
         "--startup-timeout-secs", "40", "--seed", "7"]
+
+
+def soak_ports(n: int = 200) -> int:
+    """A base port for a soak (or a test's own ports): a block of n ports that no other test
+    process holds (pytest-xdist workers run side by side)."""
+    return port_block(n, 20000, 28999)
 
 
 @dataclass

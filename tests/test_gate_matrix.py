@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from soakrun import SoakRun, start_soak
+from soakrun import SoakRun, soak_ports, start_soak
 from test_gate_matrix_blind_spots import start_blind_spots
 
 DURATION = "50"
@@ -110,12 +110,10 @@ def run_matrix(tmp: Path) -> dict[str, SoakRun]:
                {**{f"{case}+chaos": _chaos_case(tmp, case) for case in FAULTED},
                 "distfs+corrupt_store": corrupt_store_case(tmp)}]
     runs: dict[str, SoakRun] = {}
-    port = 21000
     for i, batch in enumerate(batches):
         started = {}
         for name, args in batch.items():
-            started[name] = start_soak(name.replace("+", "_"), tmp, port, args)
-            port += 200
+            started[name] = start_soak(name.replace("+", "_"), tmp, soak_ports(), args)
         if i == 1:
             blind, act = start_blind_spots(tmp / "blind")
             started.update(blind)

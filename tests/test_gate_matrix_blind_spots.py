@@ -13,12 +13,11 @@ from typing import Callable
 
 import pytest
 
-from soakrun import SoakRun, start_soak
+from soakrun import SoakRun, soak_ports, start_soak
 
 DURATION = 60
-BASE = 25000
 # Ports of triad_distributed index 0 (runner/topology.py): gossip at base + 10 + role index.
-STORAGE_GOSSIP = {"cut_off": BASE + 3 * 200 + 11}
+STORAGE_GOSSIP_OFFSET = 11
 CASES: dict[str, list[str]] = {
     # Nothing committed over the whole window: a stall, whatever the threshold (300 s here).
     "stall_from_start": ["--node-arg", "sequencer=--fault-stall-at-sec=1"],
@@ -75,17 +74,18 @@ def start_blind_spots(tmp: Path) -> tuple[dict[str, SoakRun], Callable[[], None]
     ``run_matrix``) and return them with the actions to take while they run (the firewall
     cut and the late store loss). The actions end with the firewall table deleted."""
     tmp.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for i, (name, args) in enumerate(CASES.items()):
+    runs, bases = {}, {}
+    for name, args in CASES.items():
         extra = ["--chaos-plan", str(_plan(tmp))] if name == "regress_after_restart" else []
-        runs[name] = start_soak(name, tmp, BASE + 200 * i, ["--topology", "triad_distributed",
+        bases[name] = soak_ports()
+        runs[name] = start_soak(name, tmp, bases[name], ["--topology", "triad_distributed",
                                                             "--duration-secs", str(DURATION), *extra, *args])
 
     def act() -> None:
         table = "blindspot_cut_off"
         try:
             _when_running(runs["cut_off"])
-            port = STORAGE_GOSSIP["cut_off"]
+            port = bases["cut_off"] + STORAGE_GOSSIP_OFFSET
             _nft("add", "table", "inet", table)
             _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
             for direction in ("dport", "sport"):

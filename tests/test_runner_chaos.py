@@ -16,8 +16,9 @@ from runner.chaos import PRESSURE_FILE, STORE_GLOB, ChaosLog
 from runner.cli import build_parser, resolve
 from runner.plan import ChaosEvent
 from runner.soak import Topology
+from simulator.testing import port_block
 
-BASE_PORT = 24400  # below the ephemeral ports free_port() draws (32768+); clear of the gate matrix
+BASE_PORT = port_block(200, 10000, 19999)  # claimed for this test process: no other test uses it
 
 
 def _topology(tmp: Path, name: str, index: int, *extra: str) -> Topology:

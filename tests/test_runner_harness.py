@@ -23,9 +23,10 @@ from runner.cli import build_parser, resolve
 from runner.progress import BLIND_POLLS, Progress
 from runner.soak import Topology, _finish, _own_tables_gone
 from runner.stack import Stack
+from simulator.testing import port_block
 from soakcore.services import free_port, start_prometheus
 
-PORT = 27300  # below the ephemeral range, clear of other test files' ports
+PORT = port_block(700, 10000, 19999)  # claimed for this test process: no other test uses it
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 FAST = ["--epoch-secs", "2", "--tick-ms", "100", "--poll-interval-secs", "1"]
 needs_nft = pytest.mark.skipif(netcut.available() is not None, reason="needs root and nft")

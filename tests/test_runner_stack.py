@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from soakcore.services import Service, free_port, http_get_json, start_prometheus
-from soakrun import start_soak
+from soakrun import soak_ports, start_soak
 
 CONFIG = """global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: ['{rules}']
@@ -37,7 +37,7 @@ def test_an_existing_prometheus_is_used_and_the_user_told_how_to_scrape_the_expo
         tmp_path: Path, existing_prometheus: tuple[Service, int]) -> None:
     prom, port = existing_prometheus
     # The drain (judging breaches that begin at the window's end) is not what this test is about.
-    run = start_soak("soak", tmp_path, 25400, ["--topology", "triad", "--duration-secs", "12",
+    run = start_soak("soak", tmp_path, soak_ports(), ["--topology", "triad", "--duration-secs", "12",
                                                    "--prometheus-url", prom.url, "--exporter-port", str(port),
                                                    "--drain-secs", "2", "--allow-weak-gates"])
     try:

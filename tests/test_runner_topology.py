@@ -19,8 +19,9 @@ from runner.chaos import ChaosLog
 from runner.cli import build_parser, resolve
 from runner.soak import Topology
 from runner.topofile import load_topology_file
+from simulator.testing import port_block
 
-PORT = 25100  # below the ephemeral range (32768+), clear of other test files
+PORT = port_block(300, 10000, 19999)  # claimed for this test process: no other test uses it
 
 
 def _sim_node(role: str) -> dict[str, object]:

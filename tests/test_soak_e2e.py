@@ -15,7 +15,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from soakrun import SoakRun, start_soak
+from soakrun import SoakRun, soak_ports, start_soak
 
 ACTIONS = ("restart", "pause", "challenge_pressure", "disconnect", "kill")
 NODE_FOR = {"triad": {a: "triad" for a in ACTIONS},
@@ -57,16 +57,16 @@ def _stale_tables(runner_pid: int) -> list[str]:
 def soaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SoakRun]]:
     tmp = tmp_path_factory.mktemp("e2e")
     runs = {
-        "full": start_soak("full", tmp, 25600, ["--duration-secs", "36", "--chaos-plan", str(_plan(tmp / "plan.json"))]),
+        "full": start_soak("full", tmp, soak_ports(), ["--duration-secs", "36", "--chaos-plan", str(_plan(tmp / "plan.json"))]),
         # Continuous chaos with short faults, so a fault is likely in effect when SIGINT lands.
-        "interrupted": start_soak("interrupted", tmp, 26000, [
+        "interrupted": start_soak("interrupted", tmp, soak_ports(), [
             "--topologies", "triad_distributed,triad", "--duration-secs", "300", "--enable-chaos",
             "--chaos-continuous-interval-secs", "3", "--chaos-continuous-start-sec", "1",
             "--chaos-continuous-actions", "pause,disconnect,restart", "--chaos-continuous-pause-duration-secs", "2"]),
-        "abort_on_fail": start_soak("abort_on_fail", tmp, 26400, [
+        "abort_on_fail": start_soak("abort_on_fail", tmp, soak_ports(), [
             "--topology", "triad", "--duration-secs", "300", "--abort-on-fail", "--threshold", "warmup_secs=3",
             "--node-arg", "triad=--fault-invariant-at-sec=4"]),
-        "crash_then_next": start_soak("crash_then_next", tmp, 26800, [
+        "crash_then_next": start_soak("crash_then_next", tmp, soak_ports(), [
             "--topologies", "triad,triad_distributed", "--duration-secs", "15", "--on-crash", "stop",
             "--node-arg", "triad=--fault-crash-at-sec=3", "--node-arg", "triad=--fault-crash-code=5"]),
     }
