@@ -21,6 +21,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import chaoswin, expo, families
+from exporter.g2status import is_head, parse_g2
 from exporter.ingest import ReportDir
 from exporter.procs import DiskSizer
 from exporter.reports import MAX_REPORT_BYTES, ReportError, parse_document
@@ -181,25 +182,53 @@ class SoakCollector(Collector):
             if not s.status_url or not s.status_url.startswith(HTTP_SCHEMES):
                 continue
             try:
-                with urllib.request.urlopen(s.status_url, timeout=1.5) as resp:
-                    report = parse_document(json.loads(resp.read(MAX_REPORT_BYTES)))
-            except (OSError, ValueError, RecursionError, ReportError) as exc:
-                # Counted (soak_report_errors_total{reason="status"}) and logged once per node
-                # until it answers again: a status document we cannot read is never silent.
-                with self._lock:
-                    view = self.views.setdefault(s.node, NodeView())
-                    view.count_error("status")
-                if s.node not in self._status_failing:
-                    log.warning("%s: status poll failed: %s", s.status_url, exc)
-                self._status_failing.add(s.node)
-                continue
+                self._poll_status(s)
+            except Exception:  # noqa: BLE001 - a bug met by one node's document must not stop the others
+                log.exception("%s: status poll failed", s.node)
+                self._status_error(s, "unexpected error")
+
+    def _poll_status(self, s: Source) -> None:
+        assert s.status_url is not None
+        g2_error: ReportError | None = None
+        try:
+            with urllib.request.urlopen(s.status_url, timeout=1.5) as resp:
+                doc = json.loads(resp.read(MAX_REPORT_BYTES))
+            if type(doc) is not dict:
+                raise ReportError("status", "<root>: expected an object")
+            report = parse_document(doc)
+        except (OSError, ValueError, RecursionError, ReportError) as exc:
+            self._status_error(s, exc)
+            return
+        head = is_head(doc)
+        g2 = None
+        if head:
+            try:
+                g2 = parse_g2(doc)
+            except ReportError as exc:
+                # The consensus readings still count; the G2 gauges of this node are not served
+                # until a good document (never stale), and the bad field is counted and logged.
+                g2_error = exc
+        arrived_s = time.time()  # the poll's answer, on this machine's clock
+        with self._lock:
+            view = self.views.setdefault(s.node, NodeView())
+            view.observe_status(report, arrived_s)
+            if head:
+                view.observe_g2(g2)
+            _log_notes(s.node, view)
+            self.hashes.see_report(report)
+        if g2_error is not None:
+            self._status_error(s, g2_error)
+        else:
             self._status_failing.discard(s.node)
-            arrived_s = time.time()  # the poll's answer, on this machine's clock
-            with self._lock:
-                view = self.views.setdefault(s.node, NodeView())
-                view.observe_status(report, arrived_s)
-                _log_notes(s.node, view)
-                self.hashes.see_report(report)
+
+    def _status_error(self, s: Source, exc: object) -> None:
+        """Counted (soak_report_errors_total{reason="status"}) and logged once per node until
+        it answers well again: a status document we cannot read is never silent."""
+        with self._lock:
+            self.views.setdefault(s.node, NodeView()).count_error("status")
+        if s.node not in self._status_failing:
+            log.warning("%s: status poll failed: %s", s.status_url, exc)
+        self._status_failing.add(s.node)
 
     def start_status_poller(self) -> None:
         def loop() -> None:

@@ -19,7 +19,8 @@ from exporter.procs import proc_stats, read_pid
 from exporter.reports import STATUSES
 from exporter.state import NodeView
 from soakcore.actions import RELAUNCH, STOPS_COMMITS
-from soakcore.catalog import REPORT_ERROR_REASONS
+from soakcore.catalog import (DIRECTIONS, FINALITY_STATS, GC_RESULTS, NODE_ALERT_CODES, PEER_STATES,
+                              REPORT_ERROR_REASONS, STORAGE_DIRS, TIMING_REJECTIONS)
 from soakcore.distfs import DISTFS_REASONS
 from soakcore.runstate import CHAOS_ACTIONS, RESTART_CAUSES
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["REPORT_ERROR_REASONS", "run_block", "node_block", "node_live_block", "run_state_block",
            "topology_block"]
 _STATUS_VALUES = (*STATUSES, "unknown")
+# The severity each node alert code has at HEAD (G2.md section 5): always served, 0 when not raised.
+_ALERT_SEVERITY = {code: "critical" if code == "runtime_last_error" else "warn" for code in NODE_ALERT_CODES}
 
 
 def run_block(c: "SoakCollector") -> Block:
@@ -49,6 +52,7 @@ def node_block(c: "SoakCollector", src: "Source", view: NodeView | None) -> Bloc
         _arrival_metrics(b, view, src, c.started_at)
         _consensus_metrics(b, view, src.node)
         _distfs_metrics(b, view, src.node)
+        _g2_metrics(b, view, src.node)
     return b
 
 
@@ -81,6 +85,9 @@ def topology_block(c: "SoakCollector", now: float) -> Block:
     b = Block()
     _chaos_metrics(b, c, now)
     b.add("soak_consensus_hash_mismatches_total", (), c.hashes.mismatches)
+    for kind, book in c.hashes.kinds.items():
+        b.add("soak_consensus_hash_divergences_total", (kind,), book.mismatches)
+        b.add("soak_consensus_hash_heights_total", (kind,), book.keys)
     return b
 
 
@@ -200,3 +207,55 @@ def _distfs_metrics(b: Block, v: NodeView, node: str) -> None:
         by_reason[key] += counter.value
     for reason, count in by_reason.items():
         b.add("soak_distfs_check_failures_total", (node, reason), count)
+
+
+def _g2_metrics(b: Block, v: NodeView, node: str) -> None:
+    """G2 status fields (HEAD schema): gauges from the latest good document, counters banked."""
+    if not v.head_schema:
+        return
+    n = (node,)
+    b.add("soak_node_status_head_schema", n, 1)
+    _g2_counters(b, v, node)
+    g = v.g2
+    if g is None:
+        return
+    raised: dict[tuple[str, str], int] = dict.fromkeys(((sev, code) for code, sev in _ALERT_SEVERITY.items()), 0)
+    for pair in g.alerts:
+        raised[pair] = raised.get(pair, 0) + 1
+    for (severity, code), count in raised.items():
+        b.add("soak_node_alerts", (node, severity, code), count)
+    for state, count in zip(PEER_STATES, g.peers):
+        b.add("soak_replication_peers", (node, state), count)
+    b.add("soak_consensus_network_height_lag", n, g.network_height_lag)
+    if g.last_commit_age_ms is not None:
+        b.add("soak_consensus_last_commit_age_seconds", n, g.last_commit_age_ms / 1000)
+    for stat, ms in zip(FINALITY_STATS, g.finality_ms):
+        if ms is not None:
+            b.add("soak_consensus_finality_latency_seconds", (node, stat), ms / 1000)
+    b.add("soak_consensus_pending_actions", n, g.pending_actions)
+    b.add("soak_consensus_pending_actions_capacity", n, g.pending_capacity)
+    for d, size in zip(STORAGE_DIRS, g.storage_bytes):
+        b.add("soak_storage_bytes", (node, d), size)
+    b.add("soak_storage_orphan_blobs", n, g.orphan_blobs)
+    for result in GC_RESULTS:
+        b.add("soak_storage_last_gc_result", (node, result), float(g.gc_result == result))
+    b.add("soak_replication_recent_errors", n, g.replication_errors)
+
+
+_TRAFFIC = (("udp", "soak_gossip_udp_datagrams_total", "soak_gossip_udp_payload_bytes_total"),
+            ("libp2p", "soak_replication_libp2p_messages_total", "soak_replication_libp2p_payload_bytes_total"))
+
+
+def _g2_counters(b: Block, v: NodeView, node: str) -> None:
+    """Banked counters (``NodeView.g2_counters``), served once seen, also while a document is bad."""
+    c = v.g2_counters
+    for i, kind in enumerate(TIMING_REJECTIONS):
+        if f"timing/{i}" in c:
+            b.add("soak_consensus_inbound_timing_rejections_total", (node, kind), c[f"timing/{i}"].value)
+    if "missed_slots" in c:
+        b.add("soak_consensus_missed_slots_total", (node,), c["missed_slots"].value)
+    for key, messages, payload in _TRAFFIC:
+        for j, direction in enumerate(DIRECTIONS):
+            if f"{key}/{2 * j}" in c:
+                b.add(messages, (node, direction), c[f"{key}/{2 * j}"].value)
+                b.add(payload, (node, direction), c[f"{key}/{2 * j + 1}"].value)

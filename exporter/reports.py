@@ -42,6 +42,8 @@ class Report:
     last_execution_height: int | None = None
     last_status: str | None = None
     last_block_hash: str | None = None
+    last_execution_block_hash: str | None = None
+    last_execution_state_root: str | None = None
     peer_heads: tuple[PeerHead, ...] = ()
     distfs_total: int | None = None
     distfs_passed: int | None = None
@@ -81,6 +83,8 @@ F_COMMITTED = _spec(_C + "committed_height", "consensus.committed_height")
 F_NETWORK = _spec(_C + "network_committed_height", "consensus.network_committed_height")
 F_EXECUTION = _spec(_C + "last_execution_height", "consensus.last_execution_height")
 F_HASH = _spec(_C + "last_block_hash", "consensus.last_block_hash")
+F_EXEC_HASH = _spec(_C + "last_execution_block_hash", "consensus.last_execution_block_hash")
+F_STATE_ROOT = _spec(_C + "last_execution_state_root", "consensus.last_execution_state_root")
 F_PEERS = _spec(_C + "peer_heads")
 F_DISTFS_TOTAL = _spec("distfs_probe_cursor_state.cumulative_total_checks", "distfs.total_checks",
                        "reward_runtime.distfs_total_checks")
@@ -249,6 +253,9 @@ def _from_doc(doc: dict[str, Any]) -> Report:
         last_execution_height=_first_int(p, F_EXECUTION, missing),
         last_status=status,
         last_block_hash=_first(p, str, F_HASH, missing),
+        # Only nodes that execute carry these (the G2 sequencer; slim G2 files never): not "missing".
+        last_execution_block_hash=_first(p, str, F_EXEC_HASH, []),
+        last_execution_state_root=_first(p, str, F_STATE_ROOT, []),
         peer_heads=_peers(p[F_PEERS[0][1]].get(F_PEERS[0][2])),
         distfs_total=_first_int(p, F_DISTFS_TOTAL, missing),
         distfs_passed=_first_int(p, F_DISTFS_PASSED, missing),

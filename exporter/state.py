@@ -14,8 +14,10 @@ import bisect
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from exporter.g2status import G2Status
 from exporter.ingest import Arrival
 from exporter.reports import PeerHead, Report
+from soakcore.catalog import HASH_KINDS
 
 HASH_WINDOW = 4096  # heights remembered for fork detection: bounded memory, ~70 min at 1 block/s
 
@@ -168,6 +170,11 @@ class NodeView:
     # (arrival, committed height) of the latest readings: other nodes' lag is measured
     # against this node's height at the same moment (exporter/topolag.py).
     trail: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=TRAIL_LEN))
+    # G2 status (HEAD schema): the latest good reading of its extra fields (None after a bad
+    # one: no stale gauges), and its process-cumulative counters banked across restarts.
+    head_schema: bool = False
+    g2: G2Status | None = None
+    g2_counters: dict[str, MonotonicCounter] = field(default_factory=dict)
 
     @property
     def regressions(self) -> int:
@@ -202,6 +209,18 @@ class NodeView:
         self._observe_clock(r, arrived_s)
         self._observe_gauges(r, arrived_s)
 
+    def observe_g2(self, g: G2Status | None) -> None:
+        """A HEAD status document's G2 fields (None: the document had a bad one)."""
+        self.version += 1
+        self.head_schema, self.g2 = True, g
+        if g is None:
+            return
+        for key, value in g2_counter_values(g):
+            counter = self.g2_counters.get(key)
+            if counter is None:
+                counter = self.g2_counters[key] = MonotonicCounter()
+            counter.observe(value)
+
     def count_error(self, reason: str) -> None:
         self.version += 1
         self.errors[reason] = self.errors.get(reason, 0) + 1
@@ -227,29 +246,62 @@ class NodeView:
                 self.trail.append((arrived_s, h))
 
 
-class HashBook:
-    """Block hashes seen per height across all nodes; a second hash at a height is a fork."""
+def g2_counter_values(g: G2Status) -> list[tuple[str, int]]:
+    """The G2 counters that reset when the node restarts, keyed for banking: ``timing/<kind>``,
+    ``missed_slots``, ``udp/<i>`` and ``libp2p/<i>`` (i: the index in ``G2Status.udp``)."""
+    out = [(f"timing/{i}", v) for i, v in enumerate(g.timing_rejections)]
+    out.append(("missed_slots", g.missed_slots))
+    for name, totals in (("udp", g.udp), ("libp2p", g.libp2p)):
+        if totals is not None:
+            out += [(f"{name}/{i}", v) for i, v in enumerate(totals)]
+    return out
+
+
+class _Values:
+    """One kind of hash per key (a height): the first value seen, and the keys seen with another."""
 
     def __init__(self) -> None:
-        self.by_height: OrderedDict[int, str] = OrderedDict()
-        self.mismatched: set[int] = set()
+        self.first: OrderedDict[object, str] = OrderedDict()
+        self.mismatched: set[object] = set()
         self.mismatches = 0
+        self.keys = 0
 
-    def see(self, height: int, block_hash: str | None) -> None:
-        if not block_hash or height <= 0:
-            return
-        known = self.by_height.get(height)
+    def see(self, key: object, value: str) -> None:
+        known = self.first.get(key)
         if known is None:
-            self.by_height[height] = block_hash
-            while len(self.by_height) > HASH_WINDOW:
-                old, _ = self.by_height.popitem(last=False)
+            self.keys += 1
+            self.first[key] = value
+            while len(self.first) > HASH_WINDOW:
+                old, _ = self.first.popitem(last=False)
                 self.mismatched.discard(old)
-        elif known != block_hash and height not in self.mismatched:
-            self.mismatched.add(height)
+        elif known != value and key not in self.mismatched:
+            self.mismatched.add(key)
             self.mismatches += 1
+
+
+class HashBook:
+    """Hashes seen per height across all nodes (``soakcore.catalog.HASH_KINDS``): a second
+    block hash at a height is a fork; a second execution block hash at an executed height, or a
+    second state root for one executed block (height and execution block hash), a divergence."""
+
+    def __init__(self) -> None:
+        self.kinds = {kind: _Values() for kind in HASH_KINDS}
+
+    @property
+    def mismatches(self) -> int:
+        """Heights with two block hashes (``soak_consensus_hash_mismatches_total``)."""
+        return self.kinds["block_hash"].mismatches
+
+    def see(self, height: int, block_hash: str | None, kind: str = "block_hash", key: object = None) -> None:
+        if block_hash and height > 0:
+            self.kinds[kind].see(height if key is None else key, block_hash)
 
     def see_report(self, r: Report) -> None:
         if r.committed_height is not None:
             self.see(r.committed_height, r.last_block_hash)
         for p in r.peer_heads:
             self.see(p.height, p.block_hash)
+        h = r.last_execution_height
+        if h:
+            self.see(h, r.last_execution_block_hash, "execution_block_hash")
+            self.see(h, r.last_execution_state_root, "execution_state_root", (h, r.last_execution_block_hash))

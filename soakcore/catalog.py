@@ -31,6 +31,24 @@ REPORT_ERROR_REASONS: tuple[str, ...] = ("partial", "invalid_json", "schema", "t
                                          "status")
 CONSENSUS_STATUSES: tuple[str, ...] = ("Pending", "Committed", "Rejected", "unknown")
 DISTFS_RESULTS: tuple[str, ...] = ("passed", "failed")
+# Hash consistency per height: the block hash, and the execution block hash and state root of
+# the executed height (a state root is compared only between reports of one executed block).
+HASH_KINDS: tuple[str, ...] = ("block_hash", "execution_block_hash", "execution_state_root")
+# G2 status document (``/v1/chain/status`` at HEAD, tests/fixtures/agent_world/G2.md section 3).
+# The node's own alert codes (G2.md section 5); a code the node adds later counts as ``other``.
+NODE_ALERT_CODES: tuple[str, ...] = ("runtime_last_error", "consensus_network_lag", "replication_peer_health_degraded",
+                                     "replication_no_connected_peers", "replication_recent_errors",
+                                     "storage_degraded", "reward_runtime_degraded", "other")
+NODE_ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warn", "other")
+# observability.*_peer_count
+PEER_STATES: tuple[str, ...] = ("connected", "active", "candidate", "suspect", "blocked", "with_issues")
+FINALITY_STATS: tuple[str, ...] = ("p50", "p95", "max")
+TIMING_REJECTIONS: tuple[str, ...] = ("proposal_future_slot", "proposal_stale_slot", "attestation_future_slot",
+                                      "attestation_stale_slot", "attestation_epoch_mismatch")
+STORAGE_DIRS: tuple[str, ...] = ("runtime_root", "execution_world_dir", "execution_records_dir",
+                                 "execution_store_root", "reward_runtime_report_dir", "replication_root")
+GC_RESULTS: tuple[str, ...] = ("not_available", "unknown", "success", "failed")
+DIRECTIONS: tuple[str, ...] = ("inbound", "outbound")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
 
@@ -57,9 +75,12 @@ def _c(name: str, help_: str, labels: tuple[str, ...] = ("node",), unit: str = "
     return MetricDef(name, "counter", help_, labels, unit, source)
 
 
-RUN, REPORTS, STATUS, PROC, DISK, CHAOS, EXPORTER = (
+RUN, REPORTS, STATUS, PROC, DISK, CHAOS, EXPORTER, G2 = (
     "run state", "report files", "report files and status polls", "/proc of the node's pid",
-    "the node's working directory", "run state (fault windows)", "the exporter itself")
+    "the node's working directory", "run state (fault windows)", "the exporter itself",
+    "G2 status polls (HEAD schema)")
+# A G2 counter that the node resets when it restarts: banked by the exporter (never decreases).
+_BANKED = " Run-cumulative: banked across the node's restarts."
 
 # In exposition order.
 CATALOG: tuple[MetricDef, ...] = (
@@ -126,6 +147,47 @@ CATALOG: tuple[MetricDef, ...] = (
        unit="seconds", source=STATUS + ", " + CHAOS + ", wall clock at each scrape"),
     _c("soak_chaos_events_total", "Chaos events by outcome.", ("node", "action", "phase"), source=RUN),
     _c("soak_consensus_hash_mismatches_total", "Heights with two different block hashes.", (), source=STATUS),
+    _c("soak_consensus_hash_divergences_total",
+       "Heights seen with two different values of this kind across the nodes' readings (an execution state root: "
+       "two roots for one executed block).", ("kind",), source=STATUS),
+    _c("soak_consensus_hash_heights_total", "Heights seen with a value of this kind (what the divergence count "
+       "compared).", ("kind",), source=STATUS),
+    _g("soak_node_status_head_schema",
+       "1: the node's status endpoint serves the G2 HEAD schema, so the gates on its own alerts, finality and "
+       "replication apply.", source=G2),
+    _g("soak_node_alerts", "Alerts the node raises itself (observability.alerts), by severity and code.",
+       ("node", "severity", "code"), source=G2),
+    _g("soak_replication_peers", "Peers by state (observability.*_peer_count; connected: replication links up).",
+       ("node", "state"), source=G2),
+    _g("soak_consensus_network_height_lag", "The node's own network height lag (observability.network_height_lag).",
+       source=G2),
+    _g("soak_consensus_last_commit_age_seconds", "Since the node's last commit, by its own clock "
+       "(consensus.last_commit_age_ms).", unit="seconds", source=G2),
+    _g("soak_consensus_finality_latency_seconds", "Recent finality latency (consensus.recent_finality_latency).",
+       ("node", "stat"), unit="seconds", source=G2),
+    _g("soak_consensus_pending_actions", "Consensus actions queued (pending_consensus_actions.queued_action_count).",
+       source=G2),
+    _g("soak_consensus_pending_actions_capacity", "Capacity of that queue (pending_consensus_actions.max_capacity).",
+       source=G2),
+    _c("soak_consensus_inbound_timing_rejections_total", "Proposals and attestations refused for their slot or "
+       "epoch (consensus.inbound_timing_rejections)." + _BANKED, ("node", "kind"), source=G2),
+    _c("soak_consensus_missed_slots_total", "Slots the node missed (consensus.missed_slot_count)." + _BANKED,
+       source=G2),
+    _g("soak_storage_bytes", "Bytes per storage directory (storage.bytes_by_dir).", ("node", "dir"), unit="bytes",
+       source=G2),
+    _g("soak_storage_orphan_blobs", "Blobs no reference holds (storage.orphan_blob_count).", source=G2),
+    _g("soak_storage_last_gc_result", "1 for the result of the store's last GC (storage.last_gc_result).",
+       ("node", "result"), source=G2),
+    _g("soak_replication_recent_errors", "Recent replication errors (observability.recent_replication_error_count).",
+       source=G2),
+    _c("soak_gossip_udp_datagrams_total", "UDP gossip datagrams (traffic.udp_gossip.totals)." + _BANKED,
+       ("node", "direction"), source=G2),
+    _c("soak_gossip_udp_payload_bytes_total", "UDP gossip payload bytes (traffic.udp_gossip.totals)." + _BANKED,
+       ("node", "direction"), unit="bytes", source=G2),
+    _c("soak_replication_libp2p_messages_total", "libp2p replication messages (traffic.libp2p_replication.totals)."
+       + _BANKED, ("node", "direction"), source=G2),
+    _c("soak_replication_libp2p_payload_bytes_total", "libp2p replication payload bytes "
+       "(traffic.libp2p_replication.totals)." + _BANKED, ("node", "direction"), unit="bytes", source=G2),
     _g("soak_exporter_scrape_duration_seconds", "Time the last scrape took.", (), unit="seconds", source=EXPORTER),
     _g("soak_exporter_scrape_error", "1 if the last scrape or run-state read failed.", (), source=EXPORTER),
 )
@@ -142,6 +204,19 @@ LABEL_VALUES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("soak_chaos_exempt_until_timestamp_seconds", "action"): CHAOS_ACTIONS,
     ("soak_chaos_events_total", "action"): CHAOS_ACTIONS,
     ("soak_chaos_events_total", "phase"): CHAOS_PHASES,
+    ("soak_consensus_hash_divergences_total", "kind"): HASH_KINDS,
+    ("soak_consensus_hash_heights_total", "kind"): HASH_KINDS,
+    ("soak_node_alerts", "severity"): NODE_ALERT_SEVERITIES,
+    ("soak_node_alerts", "code"): NODE_ALERT_CODES,
+    ("soak_replication_peers", "state"): PEER_STATES,
+    ("soak_consensus_finality_latency_seconds", "stat"): FINALITY_STATS,
+    ("soak_consensus_inbound_timing_rejections_total", "kind"): TIMING_REJECTIONS,
+    ("soak_storage_bytes", "dir"): STORAGE_DIRS,
+    ("soak_storage_last_gc_result", "result"): GC_RESULTS,
+    ("soak_gossip_udp_datagrams_total", "direction"): DIRECTIONS,
+    ("soak_gossip_udp_payload_bytes_total", "direction"): DIRECTIONS,
+    ("soak_replication_libp2p_messages_total", "direction"): DIRECTIONS,
+    ("soak_replication_libp2p_payload_bytes_total", "direction"): DIRECTIONS,
 })
 
 

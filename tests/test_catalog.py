@@ -21,6 +21,7 @@ from alerts.profiles import PROFILES
 from exporter.collector import Setup, SoakCollector
 from soakcore.catalog import BASE_LABELS, BY_NAME, CATALOG, LABEL_VALUES, NAMES, markdown
 from soakcore.runstate import ChaosCount, ChaosWindow, NodeState, RunState, write_run_state
+from simulator.net import serve_http
 from soakcore.services import PROMTOOL_BIN, find_binary
 from tests.test_grafana_promql import expressions, metric_names
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "exporter"
 FIXTURES = ROOT / "tests" / "fixtures" / "reports"
 DESIGN = ROOT / "tests" / "fixtures" / "DESIGN.md"
+G2_HEAD = ROOT / "tests" / "fixtures" / "agent_world" / "g2-chain-status-head.json"
 # The metrics this issue's work added or found undocumented: each must stay in the catalog.
 RECENT = {"soak_chaos_exempt_until_timestamp_seconds", "soak_consensus_stall_seconds",
           "soak_consensus_height_regressions_excused_total", "soak_consensus_height_behind_topology",
@@ -68,23 +70,30 @@ def test_every_golden_exposition_uses_catalog_names_types_help_and_label_sets(go
 @pytest.fixture
 def full_scrape(tmp_path: Path) -> Iterator[str]:
     """A scrape where every catalog metric has data: a run state with thresholds, a live
-    process, a work dir, G1 reports, open and closed fault windows, chaos counts."""
+    process, a work dir, G1 reports, a G2 node's status (HEAD schema), open and closed fault
+    windows, chaos counts."""
     report = tmp_path / "report"
     shutil.copytree(FIXTURES / "g1_storage", report)
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "blob").write_bytes(b"x" * 100)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server = serve_http(("127.0.0.1", 0), {"/v1/chain/status": lambda: json.loads(G2_HEAD.read_text())},
+                        {"error": "not found"}, "status")
     now = time.time()
     try:
         nodes = (NodeState("storage", "storage", "x-storage", str(report), str(tmp_path / "work"), proc.pid,
                            started_at=now - 100, critical=True),
-                 NodeState("observer", "observer", "x-observer", str(tmp_path / "none"), str(tmp_path / "work")))
+                 NodeState("observer", "observer", "x-observer", str(tmp_path / "none"), str(tmp_path / "work"),
+                           status_url=f"http://127.0.0.1:{server.server_address[1]}/v1/chain/status"))
         windows = (ChaosWindow("storage", "pause", "e1", now - 5), ChaosWindow("observer", "kill", "e0", now - 60, now - 50))
         state = tmp_path / "run_state.json"
         write_run_state(state, RunState("r1", "t1", "soak_smoke", "triad", {"max_stall_secs": 300.0}, nodes, windows,
                                         (ChaosCount("storage", "pause", "completed", 2),)))
-        yield SoakCollector(Setup(), run_state=state, settle_s=0.0).render().decode()
+        collector = SoakCollector(Setup(), run_state=state, settle_s=0.0)
+        collector.poll_status_once()
+        yield collector.render().decode()
     finally:
+        server.shutdown()
         proc.kill()
         proc.wait()
 
