@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 G1_BINARY = "world_viewer_live"
 G2_BINARY = "oasis7_chain_runtime"
@@ -68,8 +69,10 @@ def multiaddr(host: str, port: int) -> str:
 
 
 def node_args(node: G2Node, nodes: tuple[G2Node, ...], world: str, host: str, tick_ms: int,
-              epoch_secs: int) -> list[str]:
-    """The script's argv for ``node`` (without the program): G2.md section 1, in its order."""
+              epoch_secs: int, peer_hosts: Mapping[str, str] | None = None) -> list[str]:
+    """The script's argv for ``node`` (without the program): G2.md section 1, in its order.
+    ``host`` is what the node binds; a peer is reached at ``peer_hosts[label]`` (default ``host``)."""
+    peer_hosts = peer_hosts or {}
     argv = ["--node-id", node.node_id, "--world-id", world, "--status-bind", f"{host}:{node.status}",
             "--node-role", node.label, "--node-tick-ms", str(tick_ms), *POS_ARGS,
             "--reward-runtime-epoch-duration-secs", str(epoch_secs), "--reward-points-per-credit", "100",
@@ -81,8 +84,9 @@ def node_args(node: G2Node, nodes: tuple[G2Node, ...], world: str, host: str, ti
         argv += ["--node-validator", f"{n.node_id}:{STAKES[n.label]}"]
     for n in nodes:
         if n is not node:
-            argv += ["--node-gossip-peer", f"{host}:{n.gossip}", "--replication-network-peer",
-                     multiaddr(host, n.replication)]
+            peer = peer_hosts.get(n.label, host)
+            argv += ["--node-gossip-peer", f"{peer}:{n.gossip}", "--replication-network-peer",
+                     multiaddr(peer, n.replication)]
     return argv
 
 
@@ -101,14 +105,18 @@ def _public_key_hex(private: bytes) -> str | None:
     return Ed25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw().hex()
 
 
+def root_key_text(private: bytes) -> str:
+    """The ``config.toml`` of a topology: its root ``private_key`` (and ``public_key`` when known)."""
+    public = _public_key_hex(private)
+    return f'[node]\nprivate_key = "{private.hex()}"\n' + (f'public_key = "{public}"\n' if public else "")
+
+
 def ensure_root_key(path: Path) -> None:
     """Create the topology's one ``config.toml`` (``[node] private_key``, and the matching
     ed25519 ``public_key`` when it can be computed) unless it exists; O_EXCL, mode 0600."""
     if path.exists():
         return
-    private = os.urandom(32)
-    public = _public_key_hex(private)
-    text = f'[node]\nprivate_key = "{private.hex()}"\n' + (f'public_key = "{public}"\n' if public else "")
+    text = root_key_text(os.urandom(32))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

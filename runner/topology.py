@@ -9,7 +9,7 @@ anywhere.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import g2
@@ -62,12 +62,19 @@ class LaunchSettings:
     status_endpoints: bool
     extra_args: dict[str, tuple[str, ...]]   # node label -> extra argv (e.g. fault switches)
     node_kind: str = "g1"                    # "g1" world_viewer_live, "g2" oasis7_chain_runtime
+    # Where a node reaches another node (label -> host); default bind_host (one machine).
+    # Kubernetes (soakk8s) gives each node's Service name, binding 0.0.0.0 itself.
+    peer_hosts: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable             # the interpreter that runs the simulator
+
+    def peer_host(self, node: str) -> str:
+        return self.peer_hosts.get(node, self.bind_host)
 
 
 def _program(s: LaunchSettings) -> list[str]:
     if s.node_bin:
         return [s.node_bin]
-    return [sys.executable, "-m", "simulator.g2" if s.node_kind == "g2" else "simulator"]
+    return [s.python, "-m", "simulator.g2" if s.node_kind == "g2" else "simulator"]
 
 
 def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettings) -> tuple[NodeSpec, ...]:
@@ -89,8 +96,10 @@ def build_topology(name: str, index: int, run_id: str, topo_dir: Path, s: Launch
             ports, base + 50))
     else:
         gossip = {role: base + 10 + i for i, role in enumerate(ROLES)}
-        peers = [a for role in ROLES for a in (f"--triad-{role}-gossip", f"{s.bind_host}:{gossip[role]}")]
         for i, role in enumerate(ROLES):
+            # Each process binds its own role's address and sends to the others'.
+            peers = [a for r in ROLES for a in (f"--triad-{r}-gossip",
+                                                f"{s.bind_host if r == role else s.peer_host(r)}:{gossip[r]}")]
             specs.append(_spec(role, role, f"{node_base}-{role}", topo_dir, s, common + [
                 "--node-role", role, "--node-id", node_base, "--bind", f"{s.bind_host}:{gossip[role]}", *peers],
                 (gossip[role],), base + 60 + i))
@@ -126,7 +135,8 @@ def build_g2(name: str, index: int, run_id: str, topo_dir: Path, s: LaunchSettin
     for n in nodes:
         validate_name("node id", n.node_id)   # it becomes a path (the node's report directory)
         node_dir = topo_dir / "nodes" / n.label
-        argv = [*_program(s), *g2.node_args(n, nodes, world, s.bind_host, s.tick_ms, int(s.epoch_secs))]
+        argv = [*_program(s), *g2.node_args(n, nodes, world, s.bind_host, s.tick_ms, int(s.epoch_secs),
+                                            s.peer_hosts)]
         if not s.node_bin:
             argv += ["--seed", str(s.seed + index)]
         argv += list(s.extra_args.get(n.label, ()))

@@ -1,0 +1,3 @@
+from soakk8s.cli import main
+
+main()
