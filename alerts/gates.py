@@ -90,6 +90,11 @@ class Gate:
     # run_id, topology), non-empty when the window itself proves a failure whatever the
     # threshold: used by the checker only (an alert cannot see a whole window).
     whole_window: str | None = None
+    # PromQL (labels run_id, topology), non-empty when the gate applies to the topology at all
+    # (None: always). A gate that does not apply over the whole window is not judged and, unlike
+    # missing data, is not held against the run: the G2 status gates on G1 nodes, which have no
+    # status document to read them from. Where it applies, missing ``data`` is insufficient_data.
+    applies: str | None = None
 
     @property
     def value(self) -> str:
@@ -135,9 +140,14 @@ def _lag_outside_chaos() -> str:
     own = "soak_consensus_network_committed_height - soak_consensus_committed_height"
     lag = (f'max by ({NODE}) (label_replace({own}, "view", "own", "", "") or '
            f'label_replace(soak_consensus_height_behind_topology, "view", "outside", "", ""))')
+    return f"quantile_over_time(0.95, ({outside_critical_fault(outside_chaos(lag, DOWN))})[{WINDOW}:10s])"
+
+
+def outside_critical_fault(expr: str) -> str:
+    """``expr`` minus every node of a topology while a fault that can stop commits holds one of
+    its consensus-critical nodes (window + grace): every follower falls behind it or stops with it."""
     critical = "max by (run_id, topology) (soak_chaos_critical_exempt_until_timestamp_seconds) - time() > 0"
-    return (f"quantile_over_time(0.95, (({outside_chaos(lag, DOWN)}) unless on(run_id, topology) ({critical}))"
-            f"[{WINDOW}:10s])")
+    return f"({expr}) unless on(run_id, topology) ({critical})"
 
 
 # Nothing committed over the whole window although every node reported at least three
@@ -153,6 +163,10 @@ _NOTHING_COMMITTED = (
 _NODE_CHECKS = 'sum by (run_id, topology, node) (soak_distfs_checks_total)'
 _RECENT_CHECKS = f'sum by (run_id, topology, node) (increase(soak_distfs_checks_total[{WINDOW}]))'
 _MIN_CHECKS = f"{JOIN} group_left() {threshold('min_distfs_checks')}"
+# The G2 status gates read what only a G2 node's status document (HEAD schema) says.
+_G2_STATUS = "soak_node_status_head_schema"
+_STATE_ROOTS = 'soak_consensus_hash_heights_total{kind="execution_state_root"} > 0'
+_EXECUTES = "soak_consensus_last_execution_height > 0"  # a node of the topology executes blocks
 
 GATES: tuple[Gate, ...] = (
     Gate(name="committed_height_regressed", alert="SoakCommittedHeightRegressed", severity="critical",
@@ -275,6 +289,45 @@ GATES: tuple[Gate, ...] = (
                      "windows.",
          runbook="Is the reward runtime enabled with a short epoch? Is the node stuck (tick_count)?", unit="s",
          threshold_is_duration=True),
+    Gate(name="node_critical_alert", alert="SoakNodeCriticalAlert", severity="critical",
+         # The node's own verdict (observability.alerts); at HEAD only runtime_last_error is critical.
+         measure=f'sum by ({NODE}) (soak_node_alerts{{severity="critical"}})',
+         data="soak_node_alerts", threshold_key=None, for_="15s", exempt=DOWN,
+         summary="{{ $labels.node }} reports a critical alert of its own",
+         description="{{ $labels.node }} ({{ $labels.topology }}) lists {{ $value }} critical alert(s) in its status "
+                     "(observability.alerts, e.g. runtime_last_error) for 15s outside its own faults.",
+         runbook="Read last_error and observability.alerts in the node's /v1/chain/status, then its stderr.log.",
+         applies=_G2_STATUS),
+    Gate(name="execution_state_root_diverged", alert="SoakExecutionStateRootDiverged", severity="critical",
+         # Two state roots for one executed block (height and execution block hash): the
+         # execution is not deterministic. Never exempt: no fault excuses it.
+         measure='max by (run_id, topology) (soak_consensus_hash_divergences_total{kind="execution_state_root"})',
+         data=_STATE_ROOTS, threshold_key=None, for_="0s", exempt=(),
+         summary="Execution state roots diverged in {{ $labels.topology }}",
+         description="{{ $value }} executed blocks were seen with two different state roots. Never exempt.",
+         runbook="Compare last_execution_state_root for that height across the readings (timeline.csv, status "
+                 "polls): replay the block on a fresh node and diff the execution state.",
+         scope="topology", applies=_EXECUTES),
+    Gate(name="finality_latency_high", alert="SoakFinalityLatencyHigh", severity="warning",
+         # Like the lag gate: a fault holding the sequencer delays everyone's finality.
+         measure=outside_critical_fault(
+             f'max by ({NODE}) (soak_consensus_finality_latency_seconds{{stat="p95"}})'),
+         data='soak_consensus_finality_latency_seconds{stat="p95"}', threshold_key="max_finality_p95_secs",
+         for_="30s", exempt=DOWN,
+         summary="Finality latency p95 high on {{ $labels.node }}",
+         description="The node's recent finality latency p95 (consensus.recent_finality_latency) is "
+                     "{{ $value | humanizeDuration }}.",
+         runbook="Slow attestations: look at pending_proposal (age, approval progress), inbound timing "
+                 "rejections and the gossip traffic of the validators.", unit="s", applies=_G2_STATUS),
+    Gate(name="replication_no_peers", alert="SoakReplicationNoPeers", severity="warning",
+         measure=f'max by ({NODE}) (soak_replication_peers{{state="connected"}} == bool 0)',
+         data='soak_replication_peers{state="connected"}', threshold_key=None, for_="30s", exempt=DOWN,
+         summary="{{ $labels.node }} has no connected replication peer",
+         description="{{ $labels.node }} ({{ $labels.topology }}) has had no connected replication peer for 30s "
+                     "outside its own faults; its blobs are not replicated.",
+         runbook="Check replication.peer_healths and recent_errors in the node's status, and that its "
+                 "--replication-network-listen port is open and its peers' addresses are right.",
+         applies=_G2_STATUS),
     Gate(name="exporter_down", alert="SoakExporterDown", severity="critical",
          measure='(1 - max(up{job="soak-exporter"})) or absent(soak_exporter_scrape_duration_seconds)',
          data="soak_exporter_scrape_duration_seconds", threshold_key=None, for_="30s", exempt=(),

@@ -59,6 +59,9 @@ def _insufficient(g: Gate, base: str = DEFAULT_RUNBOOK_BASE_URL) -> dict[str, An
     if g.warmup:
         # No data is expected before warm-up ends (up to 15 min under release): wait for it.
         expr = f"({expr}) unless on(run_id, topology) ({warming_up()})"
+    if g.applies:
+        # Where the gate does not apply (G1 nodes for the G2 status gates) nothing is missing.
+        expr = f"({expr}) and on(run_id, topology) count by (run_id, topology) ({g.applies})"
     return {"alert": "SoakGateInsufficientData", "expr": expr, "for": DATA_GRACE,
             "labels": {"severity": "warning", "gate": g.name},
             "annotations": {"summary": f"{g.alert} cannot be judged: its data is missing",
@@ -148,7 +151,9 @@ def runbook() -> str:
                   *(["- judged only after warm-up (`warmup_secs`: " + ", ".join(
                       f"{p.name} {human(p.thresholds['warmup_secs'], KEY_UNITS['warmup_secs'])}"
                       for p in PROFILES.values()) + ")"] if g.warmup else []),
-                  f"- needs data: `{g.data}`", "",
+                  f"- needs data: `{g.data}`",
+                  *([f"- applies only where `{g.applies}` has series (elsewhere not judged, not missing data)"]
+                    if g.applies else []), "",
                   "Query (what the checker and the dashboard evaluate):", "",
                   "```promql", g.value, "```", ""]
     lines += ['<a id="insufficient-data"></a>', "## SoakGateInsufficientData", "",

@@ -50,6 +50,9 @@ class GateResult:
     # Where the gate's value came from: "recorded" (the rules' soak:gate_value, recorded live
     # or backfilled with promtool) or "raw" (recomputed from the catalog metrics).
     source: str = "raw"
+    # False: the gate does not apply to this topology (``Gate.applies`` empty over the window,
+    # e.g. the G2 status gates on G1 nodes): not judged, and not missing data either.
+    applicable: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class TopologyVerdict:
 
     @property
     def metric_gate_status(self) -> str:
-        critical = [g for g in self.gates if g.severity == "critical"]
+        critical = [g for g in self.gates if g.severity == "critical" and g.applicable]
         if any(g.status == "fail" for g in critical):
             return "fail"
         if any(g.status == "insufficient_data" for g in critical):
@@ -189,6 +192,11 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
                      has_data, "raw")
 
 
+def _applies(prom: Prom, g: Gate, run_id: str | None, topology: str, since: float, until: float) -> bool:
+    q = f"max by (run_id, topology) (max_over_time({_window(g.applies or '', since, until, step_for(since, until))}))"
+    return any(_matches(lab, run_id, topology) for lab, _ in prom.instant(q, until))
+
+
 def _worst(rows: Iterable[tuple[Labels, float]], run_id: str | None, topology: str) -> tuple[Labels, float] | None:
     """The row with the highest value of this run; ties go to the first node by name, so the
     same data always names the same node."""
@@ -217,6 +225,10 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
         return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, proof[0], None, since, proof[1], end,
                           source)
     status = "pass" if has_data() else "insufficient_data"
+    if status == "insufficient_data" and g.applies and not _applies(prom, g, run_id, topology, since, until):
+        return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, None, None,
+                          f"not applicable: no `{g.applies}` series in the window (nothing of this topology "
+                          "serves what this gate reads)", end, source, applicable=False)
     # A node is named only when it measured something: "worst" of all-zero values means nothing.
     named = worst[0].get("node") if worst and worst[1] > 0 else None
     note = None

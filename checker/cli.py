@@ -225,7 +225,8 @@ def _warn_insufficient(verdicts: list[TopologyVerdict]) -> None:
         warned = [g.alert for g in v.gates if g.status == "fail" and g.severity != "critical"]
         if warned:
             print(f"soak-check: warning: {v.topology}: WARN {', '.join(warned)}", file=sys.stderr)
-        missing = [g.name for g in v.gates if g.status == "insufficient_data" and g.severity == "critical"]
+        missing = [g.name for g in v.gates if g.status == "insufficient_data" and g.severity == "critical"
+                   and g.applicable]
         if missing:
             level = "failure" if v.profile.insufficient_data_fails else "warning"
             print(f"soak-check: {level}: {v.topology}: insufficient data for {', '.join(missing)}", file=sys.stderr)

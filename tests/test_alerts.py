@@ -118,13 +118,18 @@ _DOWN_NOT_EXEMPT = ("a process down longer than for fires, and a pause on it or 
 _LAG_OUTSIDE = "a node that believes it is in step but lags the topology fires on the outside view"
 _LAG_OUTSIDE_DISCONNECTED = ("the outside view of a disconnected node is left out too, and fires once the 15s "
                              "grace has passed")
+_G2_ALERT_GRACE = "a critical alert during the node's own disconnect is exempt and fires once the 15s grace has passed"
+_G2_PEERS_GRACE = "no replication peer while the node is partitioned is exempt and fires once the 15s grace has passed"
+_G2_FINALITY_CRITICAL = "slow finality while a fault holds the sequencer is exempt on every node and fires after the grace"
+_G2_APPLIES = "the G2 status gates are flagged only where they apply, never on a G1 topology"
+_G2_ROOTS = "a second state root for an executed block fires at once even during a restart, and none stays silent"
 # Wrong gates the rule tests must reject: what is wrong -> (rules.yml text -> wrong text, the
 # tests in tests/rules that must fail against it). Each names a semantic the tests claim to prove.
 RULE_MUTANTS = {
     "no exemption at all": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > 1e12)"),
         (_LAG_ONLY_DURING, _LAG_OUTSIDE_DISCONNECTED, _PRESSURE_ONLY, _BURST_GRACE, _RSS_GRACE, _FD_GRACE,
-         _DISK_GRACE, _DOWN_GRACE)),
+         _DISK_GRACE, _DOWN_GRACE, _G2_ALERT_GRACE, _G2_PEERS_GRACE, _G2_FINALITY_CRITICAL)),
     "every grace a minute longer (the old blanket grace)": (
         lambda r: r.replace(_EXEMPT_NOW, " - time() > -60)"),
         (_LAG_OUTLASTS, _PRESSURE_OUTLASTS, _BURST_GRACE, _RSS_GRACE, _FD_GRACE, _DISK_GRACE, _DOWN_GRACE)),
@@ -147,6 +152,13 @@ RULE_MUTANTS = {
     "lag from the node's own view only": (
         lambda r: r.replace(' or label_replace(soak_consensus_height_behind_topology, "view", "outside", "", "")', ""),
         (_LAG_OUTSIDE, _LAG_OUTSIDE_DISCONNECTED)),
+    "the G2 status gates flagged as missing data on G1 topologies": (
+        lambda r: r.replace(" and on(run_id, topology) count by (run_id, topology) (soak_node_status_head_schema)", ""),
+        (_G2_APPLIES,)),
+    "state-root divergence read from the block hashes": (
+        lambda r: r.replace('soak_consensus_hash_divergences_total{kind="execution_state_root"}',
+                            'soak_consensus_hash_divergences_total{kind="block_hash"}'),
+        (_G2_ROOTS,)),
     "excused regressions counted as real": (
         lambda r: r.replace(_EXCUSED, ""),
         ("an excused regression (both counters rise together during a restart) stays silent",)),
