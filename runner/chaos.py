@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import threading
 import time
 import urllib.request
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from runner import netcut
+from runner import netcut, nfqueue
 from runner.nodes import NodeProc, wait_for
 from runner.plan import ChaosEvent
 from soakcore.runstate import ChaosWindow
@@ -26,6 +27,11 @@ PRESSURE_CHECKS_PER_TICK = 8  # storage challenges per tick while challenge_pres
 LOSS_PROBES = 2000               # datagrams a loss probe sends: 1 point is > 2 standard deviations at 50 %
 LOSS_TOLERANCE_POINTS = 5.0      # a measured loss this far from percent fails the event
 RATE_TOLERANCE = (0.5, 1.5)      # a probe burst's rate within these multiples of the limit
+DELAY_PROBES = 20                # datagrams a delay probe sends (5 ms apart); the median is judged
+# The probes' median rise may miss delay_ms by jitter_ms plus this: the reader is a Python
+# process on a loaded machine (measured here: +0.3..3 ms at 100..200 ms). Healed: the median
+# within this of the baseline.
+DELAY_TOLERANCE_MS = 25.0
 # The blob store of a (simulated) storage node: G1 output/node-distfs/<id>/store, G2
 # output/chain-runtime/<id>/store, relative to its working directory.
 STORE_GLOB = "output/*/*/store/index.json"
@@ -156,13 +162,20 @@ class ChaosEngine:
             node.send(signal.SIGCONT)
         return f"pid {node.pid} stopped {ev.duration_secs:g}s and continued"
 
-    def _do_disconnect(self, ev: ChaosEvent) -> str:
+    def _unavailable(self, ev: ChaosEvent) -> str | None:
+        """Why a network fault cannot be made on this node here (the skip detail), else None."""
         why = netcut.available()
         if why:
-            return f"skipped: {why}"
+            return f"skipped: {why.replace('disconnect', ev.action)}"
+        if not self.nodes[ev.node].spec.gossip_ports:
+            return "skipped: the node has no gossip ports (topology file: gossip_ports)"
+        return None
+
+    def _do_disconnect(self, ev: ChaosEvent) -> str:
+        skip = self._unavailable(ev)
+        if skip:
+            return skip
         spec = self.nodes[ev.node].spec
-        if not spec.gossip_ports:
-            return "skipped: the node has no gossip ports to cut (topology file: gossip_ports)"
         table = netcut.cut(netcut.table_tag(self.tag, ev.id), spec.gossip_ports, spec.replication_ports)
         self._tables[table] = spec.gossip_ports[0]
         try:
@@ -216,12 +229,10 @@ class ChaosEngine:
                 measure: Callable[[int], str]) -> str:
         """A table on all of the node's ports (made by ``make``), checked by ``measure`` (its
         figure, or RuntimeError), held, then deleted and checked gone."""
-        why = netcut.available()
-        if why:
-            return f"skipped: {why.replace('disconnect', ev.action)}"
+        skip = self._unavailable(ev)
+        if skip:
+            return skip
         spec = self.nodes[ev.node].spec
-        if not spec.gossip_ports:
-            return "skipped: the node has no gossip ports (topology file: gossip_ports)"
         table = make(netcut.table_tag(self.tag, ev.id), spec.gossip_ports, spec.replication_ports)
         self._tables[table] = spec.gossip_ports[0]
         try:
@@ -251,6 +262,50 @@ class ChaosEngine:
                 raise RuntimeError(f"a probe burst passed {measured:.0f} B/s, the limit is {rate} B/s")
             return f"limit {rate} B/s each way, a probe burst passed {measured:.0f} B/s"
         return self._shaped(ev, lambda tag, udp, tcp: netcut.limit(tag, udp, tcp, rate), measure)
+
+    def _latency(self, port: int, expect_ms: float) -> float:
+        """Median one-way time (ms) of DELAY_PROBES datagrams from ``port``; RuntimeError when
+        fewer than half arrive."""
+        took = netcut.probe_latency_ms(port, DELAY_PROBES, timeout=expect_ms / 1000 + 2)
+        if len(took) < DELAY_PROBES // 2:
+            raise RuntimeError(f"only {len(took)} of {DELAY_PROBES} delay probes from port {port} arrived")
+        return statistics.median(took)
+
+    def _do_delay(self, ev: ChaosEvent) -> str:
+        """The node's egress queued to a runner-owned NFQUEUE reader that lets each packet go
+        delay_ms +/- jitter_ms late; probes from the node's port must show the rise, and after
+        the table is deleted the baseline again."""
+        skip = self._unavailable(ev)
+        if skip:
+            return skip
+        spec = self.nodes[ev.node].spec
+        delay_ms, jitter_ms = float(ev.param("delay_ms")), float(ev.param("jitter_ms"))
+        port = spec.gossip_ports[0]
+        tag = netcut.table_tag(self.tag, ev.id)
+        base = self._latency(port, 0)
+        line = nfqueue.DelayLine.start(nfqueue.queue_base(tag), delay_ms, jitter_ms, sum(ev.id.encode()))
+        try:
+            table = netcut.delay(tag, spec.gossip_ports, spec.replication_ports, line.queue)
+            self._tables[table] = port
+            try:
+                rise = self._latency(port, delay_ms + jitter_ms) - base
+                if abs(rise - delay_ms) > jitter_ms + DELAY_TOLERANCE_MS:
+                    raise RuntimeError(f"probes from port {port} rose {rise:.1f} ms, expected {delay_ms:g} ms "
+                                       f"+/- {jitter_ms + DELAY_TOLERANCE_MS:g}")
+                self._hold(ev.duration_secs)
+            finally:
+                self._heal_cut(table, port)
+                after = self._latency(port, 0)
+                if after - base > DELAY_TOLERANCE_MS:
+                    error = f"delay {table} not healed: probes from port {port} still take {after:.1f} ms"
+                    self.heal_errors.append(error)
+                    raise RuntimeError(error)
+        finally:
+            line.stop()
+        tcp = f" and tcp {','.join(map(str, spec.replication_ports))}" if spec.replication_ports else ""
+        return (f"udp {','.join(map(str, spec.gossip_ports))}{tcp} egress via nfqueue {line.queue}: "
+                f"{delay_ms:g} +/- {jitter_ms:g} ms, probes rose {rise:.1f} ms (baseline {base:.2f} ms); "
+                f"{ev.duration_secs:g}s, healed ({after:.2f} ms)")
 
     def _do_corrupt_store(self, ev: ChaosEvent) -> str:
         """Damage ``blobs`` blobs of the node's store (never healed), then watch the node's own

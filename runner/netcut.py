@@ -11,7 +11,8 @@ never silently turned into a pause.
 
 The same tables make the other network faults (docs/chaos.md): ``partition`` drops only UDP
 between the node's gossip ports and its peers' (sport/dport pairs), ``loss`` and ``bandwidth``
-add ``numgen random`` and ``limit rate`` drops on the node's ports. Probes that must carry a
+add ``numgen random`` and ``limit rate`` drops on the node's ports, and ``delay`` sends what the
+node's ports send through an NFQUEUE that a runner-owned reader (runner/nfqueue.py) lets go late. Probes that must carry a
 node's real source port are sent from a raw socket (root), so nothing needs to bind it.
 
 Not cut: TCP connections the node itself dials to its peers' listeners from an ephemeral port
@@ -28,9 +29,11 @@ import subprocess
 import time
 from typing import Callable
 
+from runner import nfqueue
 from soakcore.errors import SoakError
 
 TABLE_PREFIX = "soak_"
+SO_TIMESTAMPNS = 35  # Linux: receive timestamps as struct timespec (not in Python's socket module)
 
 
 class NetCutError(SoakError):
@@ -121,6 +124,20 @@ def limit(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], bytes_pe
                 if group:
                     _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, _set(group),
                          "limit", "name", name, "counter", "drop")
+    return _made(tag, build)
+
+
+def delay(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], queue: int) -> str:
+    """Send what the node's ports send (UDP from ``ports``, TCP from ``tcp_ports``: the node's
+    egress, as Chaos Mesh delays a pod's egress) to NFQUEUE ``queue`` with bypass: a chain
+    ``delayq`` holding the queue rule, jumped to from the output chain."""
+    def build(table: str) -> None:
+        _nft("add", "chain", "inet", table, "delayq")
+        nfqueue.add_queue_rule(table, "delayq", queue)
+        for proto, group in (("udp", ports), ("tcp", tcp_ports)):
+            if group:
+                _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, "sport", _set(group),
+                     "counter", "jump", "delayq")
     return _made(tag, build)
 
 
@@ -229,6 +246,35 @@ def _raw_burst(sport: int, payload: int, until: Callable[[int], bool]) -> tuple[
                 refused += 1
             sent += 1
         return sent, refused, time.monotonic() - started
+
+
+def probe_latency_ms(sport: int, count: int = 20, timeout: float = 3.0) -> list[float]:
+    """One-way times (ms) of ``count`` raw UDP datagrams from port ``sport`` to a socket of our
+    own, sent 5 ms apart, each timed by the kernel's receive timestamp (so reading them late
+    does not count); a datagram that never arrives within ``timeout`` is left out."""
+    sent: dict[int, float] = {}
+    took: list[float] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, \
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+        sink.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sink.bind(("127.0.0.1", 0))
+        dport = sink.getsockname()[1]
+        for i in range(count):
+            sent[i] = time.time()
+            raw.sendto(struct.pack("!HHHHI", sport, dport, 12, 0, i), ("127.0.0.1", dport))
+            time.sleep(0.005)
+        deadline = time.monotonic() + timeout
+        while sent and time.monotonic() < deadline:
+            sink.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data, ancillary, _, _ = sink.recvmsg(64, 64)
+            except TimeoutError:
+                break
+            stamps = [struct.unpack("=qq", d[:16]) for level, kind, d in ancillary
+                      if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+            if len(data) == 4 and stamps and struct.unpack("!I", data)[0] in sent:
+                took.append((stamps[0][0] + stamps[0][1] / 1e9 - sent.pop(struct.unpack("!I", data)[0])) * 1000)
+    return took
 
 
 def probe_loss(sport: int, count: int = 2000) -> float:

@@ -125,6 +125,27 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
                "replication ports, both directions. Verified by 2,000 raw-socket datagrams from the node's "
                "port to a probe socket: the refused share must be within 5 points of `percent`; the table is "
                "deleted and checked gone."),
+    # Late packets still arrive: the node stays, commits go on (grace 10 s, as loss). A delay
+    # long against the epoch can make the node trail; the lag gate then reports it (a finding).
+    Action("delay", takes_node_away=False, stops_commits=False, grace_secs=10,
+           summary="what the node sends (gossip UDP, replication TCP) held back delay_ms +/- jitter_ms",
+           fields=(Field("delay_ms", "number", "added one-way latency of each packet the node sends",
+                         default=100, low=1, high=10_000),
+                   Field("jitter_ms", "number", "each packet's delay is uniform in delay_ms +/- jitter_ms "
+                         "(at least 0; packets may overtake each other, as with netem)", default=0, low=0,
+                         high=10_000)),
+           chaos_mesh="NetworkChaos delay (latency, jitter)",
+           how="the kernel has no netem, so the node's egress (UDP from its gossip ports, TCP from its "
+               "replication listen ports) jumps to a chain whose one rule queues it to an NFQUEUE with "
+               "`bypass` (xt NFQUEUE through nft_compat: no nft `queue` expression here). A runner-owned "
+               "reader (`python3 -m runner.nfqueue`, pure-Python nfnetlink_queue, copy mode META, fail-open) "
+               "accepts each packet delay_ms +/- jitter_ms after it was queued. 20 raw-socket probes from "
+               "the node's port: their median must rise by delay_ms within jitter_ms + 25 ms over the "
+               "baseline measured before; after the table is deleted the median must be within 25 ms of the "
+               "baseline again, else a heal error. The reader exits when the runner closes its stdin or dies "
+               "(the reaper also ends it; with no reader `bypass` lets packets through undelayed). Any nft "
+               "table deleted on the machine flushes every queue: the packets in flight then are lost, "
+               "not late."),
     # The same reasoning as loss: a slow link is not a missing node. A rate below what the
     # node's gossip needs would look like a cut; plans that want that use disconnect.
     Action("bandwidth", takes_node_away=False, stops_commits=False, grace_secs=10,

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from runner import netcut
+from runner import netcut, nfqueue
 from runner.chaos import ChaosEngine
 from runner.plan import load_plan
 from runner.topology import TOPOLOGY_NODES
@@ -150,6 +153,86 @@ def test_bandwidth_holds_the_ports_traffic_to_the_rate(sockets: Sockets) -> None
     finally:
         assert netcut.heal(table) is None
     assert table not in _tables()
+
+
+def _one_way_ms(sockets: Sockets, src: int, dst: int, n: int = 10) -> float:
+    """Median time (ms) a real datagram takes from socket ``src`` to socket ``dst``. One that
+    never comes is left out: another run deleting an nft table flushes every queue (nfqueue.py)."""
+    took = []
+    sockets.socks[dst].settimeout(1)
+    for _ in range(n):
+        started = time.monotonic()
+        sockets.socks[src].sendto(b"x", ("127.0.0.1", sockets.ports[dst]))
+        try:
+            assert sockets.socks[dst].recv(16) == b"x"
+        except TimeoutError:
+            continue
+        took.append((time.monotonic() - started) * 1000)
+    assert len(took) >= n // 2, f"{n - len(took)} of {n} datagrams lost"
+    return statistics.median(took)
+
+
+def _tcp_round_trip_ms(listener: socket.socket, n: int = 5) -> float:
+    """Median round trip (ms) of a request to ``listener`` and the listener's reply."""
+    with socket.create_connection(listener.getsockname(), timeout=3) as client:
+        server, _ = listener.accept()
+        took = []
+        with server:
+            for _ in range(n):
+                started = time.monotonic()
+                client.sendall(b"q")
+                server.sendall(server.recv(1))
+                assert client.recv(1) == b"q"
+                took.append((time.monotonic() - started) * 1000)
+    return statistics.median(took)
+
+
+def test_delay_holds_back_what_the_ports_send_by_delay_ms_and_heals(sockets: Sockets) -> None:
+    p = sockets.ports
+    with socket.socket() as listener:   # a replication listener of the node
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        tcp_base = _tcp_round_trip_ms(listener)
+        tag = netcut.table_tag(os.getpid(), "test", "delay")
+        line = nfqueue.DelayLine.start(nfqueue.queue_base(tag), 150, 20, 1)
+        try:
+            table = netcut.delay(tag, (p[0],), (listener.getsockname()[1],), line.queue)
+            try:
+                assert 130 - 10 <= _one_way_ms(sockets, 0, 1) <= 170 + 25, "the node's egress is late"
+                latency = netcut.probe_latency_ms(p[0], 20)
+                assert len(latency) >= 10 and 130 - 1 <= min(latency) and max(latency) <= 170 + 25, latency
+                assert 140 <= statistics.median(latency) <= 160, latency
+                assert _one_way_ms(sockets, 1, 0) < 20, "what the node receives is not delayed (egress only)"
+                assert _one_way_ms(sockets, 2, 1) < 20, "another port is not delayed"
+                assert 130 - 10 <= _tcp_round_trip_ms(listener) - tcp_base <= 170 + 25, "the listener's replies"
+            finally:
+                assert netcut.heal(table) is None
+            assert table not in _tables() and _one_way_ms(sockets, 0, 1) < 20
+        finally:
+            assert line.stop() == 0
+
+
+def test_a_delay_whose_reader_died_lets_packets_through_undelayed(sockets: Sockets) -> None:
+    p = sockets.ports
+    tag = netcut.table_tag(os.getpid(), "test", "bypass")
+    line = nfqueue.DelayLine.start(nfqueue.queue_base(tag), 300, 0, 1)
+    table = netcut.delay(tag, (p[0],), (), line.queue)
+    try:
+        assert _one_way_ms(sockets, 0, 1, 3) >= 290
+        line.proc.send_signal(signal.SIGKILL)   # a runner (and its reader) killed mid-fault
+        line.proc.wait(5)
+        assert _one_way_ms(sockets, 0, 1) < 20, "bypass: no reader means no delay, never a black hole"
+    finally:
+        assert netcut.heal(table) is None
+
+
+def test_a_delay_reader_exits_when_its_runner_closes_the_pipe_and_skips_busy_queues() -> None:
+    first = nfqueue.DelayLine.start(nfqueue.queue_base("busy"), 10, 0, 1)
+    second = nfqueue.DelayLine.start(first.queue, 10, 0, 1)
+    try:
+        assert second.queue == first.queue + 1, "a queue another reader holds is skipped"
+    finally:
+        assert (first.stop(), second.stop()) == (0, 0)
 
 
 def test_the_network_example_plan_is_valid_and_uses_the_network_actions() -> None:

@@ -151,7 +151,7 @@ def test_partition_cuts_only_the_links_to_its_peers_and_heals_them(distributed: 
         assert not netcut.probe_pair_blocked(obs, seq) and not netcut.probe_pair_blocked(seq, sto)
         assert netcut.probe_pair_blocked(sto, obs) and netcut.probe_pair_blocked(obs, sto) is (direction == "both")
 
-    ev = ChaosEvent(f"ev-part-{direction}", 0, "all", "observer", "partition", duration_secs=2.0,
+    ev = ChaosEvent(f"ev-part-{direction}", 0, "all", "observer", "partition", duration_secs=4.0,
                     params=(("peers", ("storage",)), ("direction", direction)))
     _run(distributed, ev, partitioned)
     assert f"udp {cut[0]} -> {cut[1]} refused ({direction}, peers storage); {obs} -> {seq} kept delivering" in \
@@ -180,6 +180,42 @@ def test_bandwidth_limits_the_nodes_traffic_and_heals(distributed: Topology) -> 
     passed = float(_detail(distributed, ev.id).split("passed ")[1].split(" B/s")[0])
     assert 0.8 * 100_000 <= passed <= 1.2 * 100_000, _detail(distributed, ev.id)
     assert netcut.probe_rate(port, 100_000, 0.2) > 1_000_000 and f"soak_{distributed.chaos.tag}" not in _nft_tables()
+
+
+def test_delay_holds_back_the_nodes_egress_while_it_runs_and_heals(distributed: Topology) -> None:
+    port = distributed.nodes["storage"].spec.gossip_ports[0]
+
+    def late() -> None:
+        _until(lambda: min(netcut.probe_latency_ms(port, 3) or [0]) > 150, 10, "storage's egress late")
+
+    ev = ChaosEvent("ev-delay", 0, "all", "storage", "delay", duration_secs=3.0,
+                    params=(("delay_ms", 200), ("jitter_ms", 10)))
+    _run(distributed, ev, late)
+    detail = _detail(distributed, ev.id)
+    assert "200 +/- 10 ms" in detail and "healed" in detail, detail
+    assert abs(float(detail.split("probes rose ")[1].split(" ms")[0]) - 200) <= 35, detail
+    assert max(netcut.probe_latency_ms(port, 10)) < 20 and f"soak_{distributed.chaos.tag}" not in _nft_tables()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "runner.nfqueue" in " ".join(p.info["cmdline"] or [])
+                and p.ppid() == psutil.Process().pid], "the delay reader is gone"
+
+
+def test_a_delay_that_stays_after_its_heal_is_a_heal_error(distributed: Topology,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real_heal = netcut.heal
+    monkeypatch.setattr(netcut, "heal", lambda table: None)   # nft says done, the table stays
+    ev = ChaosEvent("ev-delay-stuck", 0, "all", "observer", "delay", duration_secs=1.0,
+                    params=(("delay_ms", 100),))
+    try:
+        distributed.chaos.launch(ev)
+        _until(lambda: _finished(distributed, ev), 20, "the delay event ended")
+    finally:
+        for table in netcut.list_tables():
+            if table.startswith(f"soak_{distributed.chaos.tag}_"):
+                assert real_heal(table) is None
+    assert _phases(distributed, ev.id)[-1] == "failed"
+    assert "not healed: probes from port" in _detail(distributed, ev.id)
+    assert any("not healed" in e for e in distributed.chaos.heal_errors)
+    distributed.chaos.heal_errors.clear()
 
 
 def test_challenge_pressure_makes_the_storage_node_answer_many_more_challenges(distributed: Topology) -> None:
