@@ -146,13 +146,15 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
-    """A port P in [lo, hi] with P..P+n-1 free for both UDP and TCP right now and claimed for
-    this process's lifetime (tests pick from fixed ranges below the ephemeral one, so a
-    free_port() user elsewhere cannot take them). Claims are flock'ed files in CLAIM_DIR, so
-    test processes running side by side (pytest-xdist workers) never get overlapping blocks."""
-    start = lo + (os.getpid() * 37) % max(1, hi - lo - n)
-    for offset in range(0, hi - lo - n + 1):
-        base = lo + (start - lo + offset) % (hi - lo - n + 1)
+    """A port P in [lo, hi] with P..P+n-1 free for both UDP and TCP right now and claimed until
+    ``release_block(P)`` or the process's exit (tests pick from fixed ranges below the ephemeral
+    one, so a free_port() user elsewhere cannot take them). Claims are flock'ed files in
+    CLAIM_DIR, so test processes running side by side (pytest-xdist workers) never get
+    overlapping blocks; candidates are aligned to n so that blocks of one size pack the range."""
+    count = (hi - lo + 1) // n
+    first = (os.getpid() * 37) % max(1, count)
+    for k in range(count):
+        base = lo + ((first + k) % count) * n
         if any(base + i in _HANDED_OUT for i in range(n)):
             continue   # given to an earlier caller that may not have bound it yet
         claims = _claim(range(base, base + n))
@@ -166,7 +168,7 @@ def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
                     socks.append(s)
                     s.bind(("127.0.0.1", base + i))
             _HANDED_OUT.update(range(base, base + n))
-            _CLAIMS.extend(claims)
+            _CLAIMS[base] = (n, claims)
             return base
         except OSError:
             for fd in claims:
@@ -176,6 +178,14 @@ def port_block(n: int, lo: int = 23000, hi: int = 23999) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no block of {n} free ports in {lo}-{hi}")
+
+
+def release_block(base: int) -> None:
+    """Give back a block from port_block (its user is done with the ports)."""
+    n, fds = _CLAIMS.pop(base, (0, []))
+    for fd in fds:
+        os.close(fd)
+    _HANDED_OUT.difference_update(range(base, base + n))
 
 
 def _claim(ports: range) -> list[int] | None:
@@ -196,7 +206,7 @@ def _claim(ports: range) -> list[int] | None:
 
 CLAIM_DIR = Path(tempfile.gettempdir()) / "soak-test-ports"
 _HANDED_OUT: set[int] = set()
-_CLAIMS: list[int] = []   # held open until the process exits
+_CLAIMS: dict[int, tuple[int, list[int]]] = {}   # base -> (n, claim fds), held until released
 
 
 # --- G2: oasis7_chain_runtime processes, launched with the upstream script's argv ---

@@ -27,3 +27,23 @@ def matrix_soaks(tmp_path_factory: pytest.TempPathFactory) -> dict:
     real soaks side by side (tests/test_gate_matrix.py ``run_matrix``)."""
     from test_gate_matrix import run_matrix
     return run_matrix(tmp_path_factory.mktemp("matrix"))
+
+
+# Test files that run real soaks for minutes: collected first, so that pytest-xdist (the default
+# options run `-n 3 --dist loadgroup`) starts the longest work at once rather than at the end.
+LONG_FIRST = ("test_gate_matrix", "test_gate_matrix_blind_spots", "test_soak_e2e", "test_runner_g2",
+              "test_g2_gates", "test_chaos_degraded", "test_alerts_live")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of one file runs on one xdist worker (its module fixtures run once), and the gate
+    matrix's two files share one group (their session fixture ``matrix_soaks`` runs once)."""
+    def group(item: pytest.Item) -> str:
+        return "matrix_soaks" if "matrix_soaks" in getattr(item, "fixturenames", ()) else item.path.stem
+
+    def rank(item: pytest.Item) -> int:
+        stem = item.path.stem
+        return LONG_FIRST.index(stem) if stem in LONG_FIRST else len(LONG_FIRST)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=rank)   # stable: the order inside a file is kept

@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT
-from simulator.testing import port_block
+from simulator.testing import port_block, release_block
 
 FAST = ["--profile", "soak_smoke", "--epoch-secs", "2", "--tick-ms", "100", "--poll-interval-secs", "1",
         "--startup-timeout-secs", "40", "--seed", "7"]
 
 
-def soak_ports(n: int = 200) -> int:
-    """A base port for a soak (or a test's own ports): a block of n ports that no other test
-    process holds (pytest-xdist workers run side by side)."""
-    return port_block(n, 20000, 28999)
+SOAK_BLOCK = 200   # a soak of both G2 topologies uses base+1 .. base+143
+
+
+def soak_ports() -> int:
+    """A base port for a soak: a block that no other test process holds (pytest-xdist workers
+    run side by side), given back when the soak has ended (``SoakRun.wait``)."""
+    return port_block(SOAK_BLOCK, 16000, 22999)
 
 
 @dataclass
@@ -28,6 +31,8 @@ class SoakRun:
     out_dir: Path
     proc: subprocess.Popen[bytes]
 
+    base_port: int
+
     def wait(self, timeout: float) -> int:
         try:
             return self.proc.wait(timeout)
@@ -35,6 +40,9 @@ class SoakRun:
             self.proc.kill()
             self.proc.wait()
             raise
+        finally:
+            if self.proc.returncode is not None:
+                release_block(self.base_port)
 
     @property
     def run_dir(self) -> Path:
@@ -60,4 +68,4 @@ def start_soak(name: str, tmp: Path, base_port: int, args: list[str]) -> SoakRun
                              "--base-port", str(base_port), *args],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     log.close()
-    return SoakRun(name, out, proc)
+    return SoakRun(name, out, proc, base_port)

@@ -18,7 +18,7 @@ from runner.plan import ChaosEvent
 from runner.soak import Topology
 from simulator.testing import port_block
 
-BASE_PORT = port_block(200, 10000, 19999)  # claimed for this test process: no other test uses it
+BASE_PORT = port_block(200, 10000, 10999)  # claimed for this test process: no other test uses it
 
 
 def _topology(tmp: Path, name: str, index: int, *extra: str) -> Topology:

@@ -26,7 +26,7 @@ from runner.stack import Stack
 from simulator.testing import port_block
 from soakcore.services import free_port, start_prometheus
 
-PORT = port_block(700, 10000, 19999)  # claimed for this test process: no other test uses it
+PORT = port_block(700, 12500, 15999)  # claimed for this test process: no other test uses it
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 FAST = ["--epoch-secs", "2", "--tick-ms", "100", "--poll-interval-secs", "1"]
 needs_nft = pytest.mark.skipif(netcut.available() is not None, reason="needs root and nft")

@@ -21,7 +21,7 @@ from runner.soak import Topology
 from runner.topofile import load_topology_file
 from simulator.testing import port_block
 
-PORT = port_block(300, 10000, 19999)  # claimed for this test process: no other test uses it
+PORT = port_block(300, 11000, 12499)  # claimed for this test process: no other test uses it
 
 
 def _sim_node(role: str) -> dict[str, object]:
