@@ -31,6 +31,7 @@ class FaultConfig:
     last_error_at_sec: float | None = None
     replication_down_at_sec: float | None = None
     finality_delay_ms: int = 0
+    state_root_diverge_at_sec: float | None = None
 
     @classmethod
     def from_opts(cls, o: dict[str, Any]) -> "FaultConfig":
@@ -92,6 +93,9 @@ class Faults:
 
     def replication_down(self, elapsed: float) -> bool:
         return _due(self.cfg.replication_down_at_sec, elapsed)
+
+    def state_root_diverged(self, elapsed: float) -> bool:
+        return _due(self.cfg.state_root_diverge_at_sec, elapsed)
 
     def distfs_failure(self) -> str | None:
         if self.cfg.distfs_fail_ratio and self.rng.random() < self.cfg.distfs_fail_ratio:

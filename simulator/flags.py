@@ -192,7 +192,8 @@ SIM_FLAGS: tuple[Flag, ...] = (
     _f("--fault-fd-leak-per-sec", _fault_number(float, "--fault-fd-leak-per-sec")),
     _f("--fault-disk-bytes-per-sec", _fault_number(int, "--fault-disk-bytes-per-sec")),
     *(_f(f"--fault-{n}-at-sec", _fault_number(float, f"--fault-{n}-at-sec"))
-      for n in ("stall", "regress", "fork", "invariant", "crash", "last-error", "replication-down")),
+      for n in ("stall", "regress", "fork", "invariant", "crash", "last-error", "replication-down",
+                "state-root-diverge")),
     _f("--fault-regress-by", _fault_number(int, "--fault-regress-by")),
     _f("--fault-distfs-fail-ratio", _ratio),
     _f("--fault-distfs-fail-reason", _reason),
@@ -207,7 +208,7 @@ SIM_ONLY = frozenset({f.name for f in SIM_FLAGS} | {"--status-listen"})
 SIM_DEFAULTS: dict[str, Any] = {
     "seed": 0, "fault_leak_bytes_per_sec": 0, "fault_fd_leak_per_sec": 0.0, "fault_disk_bytes_per_sec": 0,
     **{f"fault_{n}_at_sec": None for n in ("stall", "regress", "fork", "invariant", "crash", "last_error",
-                                            "replication_down")},
+                                            "replication_down", "state_root_diverge")},
     "fault_regress_by": 100, "fault_distfs_fail_ratio": 0.0, "fault_distfs_fail_reason": "MISSING_SAMPLE",
     "fault_crash_code": 3, "fault_partial_report": False, "fault_slow_write_ms": 0, "fault_finality_delay_ms": 0,
 }
@@ -222,7 +223,8 @@ SIM_HELP = """Simulator-only switches (times are seconds since this process star
   --fault-fork-at-sec <s>            from s this node's block hashes differ from its peers'
   --fault-invariant-at-sec <s>       from s the reward asset invariant fails
   --fault-last-error-at-sec <s>      from s the runtime reports a last_error (critical alert in G2)
-  --fault-replication-down-at-sec <s> from s the replication listener is closed (peers lose it)
+  --fault-replication-down-at-sec <s> from s the node's replication is down: listener closed, no dials
+  --fault-state-root-diverge-at-sec <s> from s the executor re-runs its last block, a new state root each time
   --fault-finality-delay-ms <ms>     the sequencer holds each proposal ms before committing it
   --fault-distfs-fail-ratio <r>      each storage challenge fails with probability r
   --fault-distfs-fail-reason <R>     MISSING_SAMPLE (default), HASH_MISMATCH, TIMEOUT, READ_IO_ERROR, ...

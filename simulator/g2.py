@@ -22,14 +22,15 @@ from typing import Any
 from simulator.faults import FaultConfig, Faults
 from simulator.flags import ParseError, fail
 from simulator.g2_cli import HELP, parse
-from simulator.g2_doc import G2State, balances, chain_status, dir_bytes, slim_epoch
-from simulator.net import Listener, ReplicationLinks, serve_http
+from simulator.g2_doc import G2State, balances, chain_status, dir_bytes, slim_epoch, slot_clock
+from simulator.net import Listener, ReplicationLinks, WireTraffic, serve_http
 from simulator.node import Addr, Node
 from simulator.report import write_report
 from simulator.sim import Sim
 from soakcore.errors import SoakError, UsageError, run_cli
 from soakcore.ids import validate_name
 
+GC_INTERVAL_S = 10.0   # the storage node's blob-store GC pass
 # /ip4|ip6|dns*/<host>/tcp/<port>[/p2p/<id>]: what a launcher passes for libp2p over TCP.
 MULTIADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d{1,5})(/p2p/[1-9A-HJ-NP-Za-km-z]+)?$")
 SIGNER_NS = b"oasis7-node-consensus-signer-v1"
@@ -76,14 +77,17 @@ class G2Output:
         self.node, self.s, self.faults = node, s, faults
         self.listeners, self.links = listeners, links
         self.next_walk = 0.0
+        self.next_gc = time.monotonic() + 1.0   # a first pass soon after start, then every GC_INTERVAL_S
 
     def tick(self, now_ms: int, elapsed: float) -> None:
         s = self.s
         s.invariant_ok = not self.faults.invariant_broken(elapsed)
         s.last_error = self.node.last_error
-        if self.faults.replication_down(elapsed):
+        self._clock(now_ms)
+        if self.faults.replication_down(elapsed):   # the node's whole replication network
             for listener in self.listeners:
                 listener.close()
+            self.links.down()
         errors = self.links.recent_errors()
         s.replication_errors = errors
         s.replication_peers = {f"/ip4/{a[0]}/tcp/{a[1]}": "active" if a in self.links.connected else
@@ -100,6 +104,30 @@ class G2Output:
             s.bytes_by_dir = {k: v[0] for k, v in sorted(walked.items())}
             s.blob_counts = {"execution_sidecar_blobs": 0, "execution_store_blobs": walked["execution_store_root"][1],
                              "replication_blobs": walked["replication_root"][1]}
+        if self.node.store is not None and time.monotonic() >= self.next_gc:
+            self.next_gc = time.monotonic() + GC_INTERVAL_S
+            self._gc(now_ms)
+
+    def _clock(self, now_ms: int) -> None:
+        """Slots and ticks of the PoS clock that passed since our last tick (a pause) are missed."""
+        s, clock = self.s, slot_clock(self.s, now_ms)
+        if s.last_slot is not None:
+            s.missed_slots += max(0, clock["slot"] - s.last_slot - 1)
+            s.missed_ticks += max(0, clock["last_observed_tick"] - s.last_tick - 1)
+        s.last_slot, s.last_tick = clock["slot"], clock["last_observed_tick"]
+
+    def _gc(self, now_ms: int) -> None:
+        """Count the files of the blob store that its index does not name (orphans)."""
+        assert self.node.store is not None
+        s, store = self.s, self.node.store
+        try:
+            names = {p.name for p in store.root.iterdir() if p.is_file()}
+        except OSError as exc:
+            s.last_gc_result, s.last_gc_error = "failed", f"gc: {exc.strerror or exc}"
+        else:
+            s.orphan_blobs = len(names - set(store.index) - {"index.json"})
+            s.last_gc_result, s.last_gc_error = "success", None
+        s.last_gc_at_ms = now_ms
 
     def write_epoch(self, now_ms: int, elapsed: float) -> None:
         if not self.s.reward_enabled:
@@ -134,7 +162,8 @@ def build(o: dict[str, Any], work: Path) -> tuple[Sim, G2Output, Node, G2State]:
     node.base_challenges_per_tick = node.challenges_per_tick = o["reward_distfs_probe_per_tick"]
     node.signer_keys = keys
     # Replication: the real default listen is /ip4/127.0.0.1/tcp/0 when none is given.
-    listeners = [Listener(a, "--replication-network-listen") for a in listen or [("127.0.0.1", 0)]]
+    wire = WireTraffic()
+    listeners = [Listener(a, "--replication-network-listen", wire) for a in listen or [("127.0.0.1", 0)]]
     now_ms = int(time.time() * 1000)
     c = node.state.distfs
     s = G2State(node_id=o["node_id"], world_id=o["world_id"], role=o["node_role"], started_ms=now_ms,
@@ -142,10 +171,10 @@ def build(o: dict[str, Any], work: Path) -> tuple[Sim, G2Output, Node, G2State]:
                 ticks_per_slot=o["pos_ticks_per_slot"], proposal_tick_phase=o["pos_proposal_tick_phase"],
                 adaptive=o["pos_adaptive"], runtime_root=str(runtime_root),
                 report_dir=str(runtime_root / "reward-runtime-report"), reward_enabled=o["reward_runtime_enabled"],
-                distfs_base=(c.total, c.failed))
+                distfs_base=(c.total, c.failed), wire=wire)
     if s.reward_enabled:
         (work / s.report_dir).mkdir(parents=True, exist_ok=True)
-    output = G2Output(node, s, faults, listeners, ReplicationLinks(peers))
+    output = G2Output(node, s, faults, listeners, ReplicationLinks(peers, traffic=wire))
     sim = Sim(work, [node], faults, o["node_tick_ms"] / 1000, o["reward_runtime_epoch_duration_secs"], output)
     return sim, output, node, s
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulator.net import WireTraffic
 from simulator.node import Node
 
 BUCKETS = ("le_0001_ms", "le_0005_ms", "le_0010_ms", "le_0025_ms", "le_0050_ms", "le_0100_ms", "le_0250_ms",
@@ -63,6 +64,17 @@ class G2State:
     replication_errors: list[str] = field(default_factory=list)
     invariant_ok: bool = True
     last_error: str | None = None
+    # Slots and ticks of the PoS clock that passed without a tick of ours (a paused process).
+    missed_slots: int = 0
+    missed_ticks: int = 0
+    last_slot: int | None = None
+    last_tick: int | None = None
+    # The blob store's GC (storage role): files in the store that its index does not name.
+    orphan_blobs: int = 0
+    last_gc_at_ms: int | None = None
+    last_gc_result: str = "not_available"
+    last_gc_error: str | None = None
+    wire: WireTraffic = field(default_factory=WireTraffic)   # libp2p replication traffic
 
 
 def distfs_since_start(node: Node, s: G2State) -> tuple[int, int]:
@@ -70,7 +82,7 @@ def distfs_since_start(node: Node, s: G2State) -> tuple[int, int]:
     return c.total - s.distfs_base[0], c.failed - s.distfs_base[1]
 
 
-def _slots(s: G2State, now_ms: int) -> dict[str, int]:
+def slot_clock(s: G2State, now_ms: int) -> dict[str, int]:
     since = max(0, now_ms - s.genesis_ms)
     slot, phase = since // s.slot_ms, (since % s.slot_ms) * s.ticks_per_slot // s.slot_ms
     return {"slot": slot, "epoch": slot // SLOTS_PER_EPOCH, "tick_phase": phase,
@@ -79,16 +91,17 @@ def _slots(s: G2State, now_ms: int) -> dict[str, int]:
 
 def consensus(node: Node, s: G2State, now_ms: int) -> dict[str, Any]:
     h, net = node.committed_height, node.network_committed_height()
-    clock = _slots(s, now_ms)
+    clock = slot_clock(s, now_ms)
     lat = list(node.finality_ms)[-16:]
     at = node.state.last_committed_at_ms or None
     executes = node.role == "sequencer"   # only the sequencer executes blocks (G2.md section 3)
+    eh, ehash, root = node.execution()
     status = node.last_status.lower() if node.last_status else None
     return {
         "slot": clock["slot"], "epoch": clock["epoch"], "ticks_per_slot": s.ticks_per_slot,
         "tick_phase": clock["tick_phase"], "proposal_tick_phase": s.proposal_tick_phase,
-        "last_observed_slot": clock["slot"], "missed_slot_count": 0,
-        "last_observed_tick": clock["last_observed_tick"], "missed_tick_count": 0,
+        "last_observed_slot": clock["slot"], "missed_slot_count": s.missed_slots,
+        "last_observed_tick": clock["last_observed_tick"], "missed_tick_count": s.missed_ticks,
         "adaptive_tick_scheduler_enabled": s.adaptive,
         "latest_height": max(h, net), "committed_height": h, "last_committed_at_ms": at,
         "last_commit_age_ms": max(0, now_ms - at) if at else None, "network_committed_height": net,
@@ -101,13 +114,16 @@ def consensus(node: Node, s: G2State, now_ms: int) -> dict[str, Any]:
                                       "available_capacity": 4096, "max_capacity": 4096,
                                       "submit_buffer_action_count": 0, "submit_buffer_payload_bytes": 0,
                                       "submit_buffer_max_capacity": 1024},
-        "inbound_timing_rejections": {"proposal_future_slot": 0, "proposal_stale_slot": 0,
+        # Heads of the sequencer older than what we committed (queued while paused, reordered).
+        "inbound_timing_rejections": {"proposal_future_slot": 0, "proposal_stale_slot": node.stale_heads,
                                       "attestation_future_slot": 0, "attestation_stale_slot": 0,
-                                      "attestation_epoch_mismatch": 0, "last_reason": None},
+                                      "attestation_epoch_mismatch": 0,
+                                      "last_reason": "proposal stale slot: below the committed height"
+                                      if node.stale_heads else None},
         "last_status": status, "last_block_hash": node.own_hash(h),
-        "last_execution_height": h if executes else 0,
-        "last_execution_block_hash": node.own_hash(h) if executes else None,
-        "last_execution_state_root": node.state_root(h) if executes else None,
+        "last_execution_height": eh if executes else 0,
+        "last_execution_block_hash": ehash if executes else None,
+        "last_execution_state_root": root if executes else None,
         "known_peer_heads": len(node.heads),
     }
 
@@ -138,8 +154,8 @@ def alerts(node: Node, s: G2State, cons: dict[str, Any]) -> list[dict[str, str]]
         out.append(("warn", "replication_no_connected_peers", "replication peers discovered but none connected"))
     if s.replication_errors:
         out.append(("warn", "replication_recent_errors", f"{len(s.replication_errors)} recent replication errors"))
-    if s.last_error:
-        out.append(("warn", "storage_degraded", f"storage degraded: {s.last_error}"))
+    if s.last_error or s.last_gc_result == "failed":
+        out.append(("warn", "storage_degraded", f"storage degraded: {s.last_error or s.last_gc_error}"))
     if s.reward_enabled and (not s.report_count or not s.invariant_ok):
         reason = "reward metrics not available yet" if not s.report_count else "reward asset invariant failed"
         out.append(("warn", "reward_runtime_degraded", reason))
@@ -158,7 +174,7 @@ def observability(node: Node, s: G2State, cons: dict[str, Any]) -> dict[str, Any
             "peer_with_issues_count": states.count("suspect"), "known_peer_heads": len(node.heads),
             "network_height_lag": max(0, cons["network_committed_height"] - cons["committed_height"]),
             "recent_replication_error_count": len(s.replication_errors),
-            "storage_degraded": bool(s.last_error), "reward_runtime_degraded": any(
+            "storage_degraded": bool(s.last_error) or s.last_gc_result == "failed", "reward_runtime_degraded": any(
                 a["code"] == "reward_runtime_degraded" for a in found), "alerts": found}
 
 
@@ -206,9 +222,10 @@ def _storage(s: G2State) -> dict[str, Any]:
             "replay_summary": {"retained_height_count": 0, "earliest_retained_height": None,
                                "latest_retained_height": None, "earliest_checkpoint_height": None,
                                "latest_checkpoint_height": None, "mode": "latest_only"},
-            "orphan_blob_count": 0, "last_gc_at_ms": None, "last_gc_result": "not_available", "last_gc_error": None,
+            "orphan_blob_count": s.orphan_blobs, "last_gc_at_ms": s.last_gc_at_ms, "last_gc_result": s.last_gc_result,
+            "last_gc_error": s.last_gc_error,
             # The runtime's last_error overwrites degraded_reason (G2.md section 3).
-            "degraded_reason": s.last_error}
+            "degraded_reason": s.last_error or s.last_gc_error}
 
 
 def _dir_totals(inbound: tuple[int, int], outbound: tuple[int, int], unit: str = "messages") -> dict[str, Any]:
@@ -216,7 +233,7 @@ def _dir_totals(inbound: tuple[int, int], outbound: tuple[int, int], unit: str =
             "outbound": {unit: outbound[0], "payload_bytes": outbound[1]}}
 
 
-def _traffic(node: Node, since: int) -> dict[str, Any]:
+def _traffic(node: Node, s: G2State, since: int) -> dict[str, Any]:
     t = node.traffic
     none = _dir_totals((0, 0), (0, 0), "datagrams")
     udp = None if node.sock is None else {
@@ -227,15 +244,19 @@ def _traffic(node: Node, since: int) -> dict[str, Any]:
                                                                (t.out_datagrams, t.out_bytes), "datagrams"),
                     "hello": none, "proposal": none, "replication": none}}
     zero = _dir_totals((0, 0), (0, 0))
-    wire = {"inbound": {"bytes": 0}, "outbound": {"bytes": 0}}
+    w = s.wire
+    # Requests out / responses in are our fetches; requests in / responses out are fetches we served.
+    totals = _dir_totals((w.in_messages, w.in_bytes), (w.out_messages, w.out_bytes))
+    wire = {"inbound": {"bytes": w.in_bytes}, "outbound": {"bytes": w.out_bytes}}
     libp2p = {"observed_since_unix_ms": since, "scope": "application_payload_with_substream_wire_bytes",
               "excludes_transport_overhead": True, "excludes_kademlia_control_plane": True,
-              "excludes_gossipsub_mesh_fanout": True, "totals": zero, "wire_totals": wire, "gossip": zero,
+              "excludes_gossipsub_mesh_fanout": True, "totals": totals, "wire_totals": wire, "gossip": zero,
               "request": zero, "response": zero,
               "control_plane": {"units": "events", "total_events": 0, "by_kind": {},
                                 "wire_scope": "substream_wire_bytes_minus_application_payload",
                                 "excludes_transport_overhead": True, "wire_bytes": wire},
-              "by_topic": {}, "by_protocol": {}}
+              "by_topic": {}, "by_protocol": {REPLICATION_PROTOCOLS[1]: totals} if w.in_messages or w.out_messages
+              else {}}
     return {"udp_gossip": udp, "libp2p_replication": libp2p}
 
 
@@ -275,7 +296,7 @@ def chain_status(node: Node, s: G2State, now_ms: int) -> dict[str, Any]:
                                                   "allow_local_finality_signing", "allow_runtime_source_compile"),
                                                  True),
         "reward_runtime": reward_runtime(node, s), "storage": _storage(s), "wasm": _wasm(s.started_ms),
-        "traffic": _traffic(node, s.started_ms),
+        "traffic": _traffic(node, s, s.started_ms),
         "transactions": {"tracked_records": 0, **dict.fromkeys(("accepted_count", "pending_count", "confirmed_count",
                                                                 "failed_count", "timeout_count", "inflight_count"), 0),
                          "oldest_inflight_age_ms": None,
@@ -302,7 +323,7 @@ def slim_epoch(node: Node, s: G2State, now_ms: int) -> dict[str, Any]:
     return {
         "observed_at_unix_ms": now_ms, "world_id": s.world_id, "node_id": s.node_id,
         "node_snapshot": {"node_id": s.node_id, "role": s.role,
-                          "consensus": {"epoch": _slots(s, now_ms)["epoch"], "committed_height": node.committed_height,
+                          "consensus": {"epoch": slot_clock(s, now_ms)["epoch"], "committed_height": node.committed_height,
                                         "network_committed_height": node.network_committed_height(),
                                         "last_status": node.last_status}},
         "settlement_report": {"epoch_index": node.state.epoch_index, "pool_points": 1000, "storage_pool_points": 0,

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -72,10 +73,27 @@ def serve_http(addr: Addr, routes: Routes, not_found: dict[str, Any], failure: s
     return server
 
 
-class Listener:
-    """A TCP port that is really held: connections are accepted and closed at once."""
+# What a replication round trip carries here: one fetch-commit request, one commit back.
+FETCH_REQUEST = b"/aw/node/replication/fetch-commit/1.0.0 latest\n"
+FETCH_RESPONSE = b"c" * 1024
 
-    def __init__(self, addr: Addr, failure: str) -> None:
+
+@dataclass
+class WireTraffic:
+    """libp2p replication messages and payload bytes of this process (G2 ``traffic``)."""
+
+    in_messages: int = 0
+    in_bytes: int = 0
+    out_messages: int = 0
+    out_bytes: int = 0
+
+
+class Listener:
+    """A TCP port that is really held: each connection is answered with ``FETCH_RESPONSE``
+    when ``traffic`` is given (a replication listener), then closed."""
+
+    def __init__(self, addr: Addr, failure: str, traffic: WireTraffic | None = None) -> None:
+        self.traffic = traffic
         family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,6 +113,18 @@ class Listener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if self.traffic is not None:
+                try:
+                    conn.settimeout(0.2)   # a probe that sends nothing holds the accept loop this long at most
+                    request = conn.recv(256)
+                    if request:
+                        self.traffic.in_messages += 1
+                        self.traffic.in_bytes += len(request)
+                    conn.sendall(FETCH_RESPONSE)
+                    self.traffic.out_messages += 1
+                    self.traffic.out_bytes += len(FETCH_RESPONSE)
+                except OSError:
+                    pass
             conn.close()
 
     def close(self) -> None:
@@ -111,8 +141,9 @@ class ReplicationLinks:
     """Dials every peer's replication address once a second (TCP connect, 0.5 s timeout):
     ``connected`` holds the peers that answered on the last round, ``errors`` recent failures."""
 
-    def __init__(self, peers: list[Addr], interval: float = 1.0) -> None:
+    def __init__(self, peers: list[Addr], interval: float = 1.0, traffic: WireTraffic | None = None) -> None:
         self.peers = peers
+        self.traffic = traffic or WireTraffic()
         self.interval = interval
         self.connected: set[Addr] = set()
         self.errors: collections.deque[str] = collections.deque(maxlen=16)
@@ -126,13 +157,45 @@ class ReplicationLinks:
             up = set()
             for peer in self.peers:
                 try:
-                    with socket.create_connection(peer, timeout=0.5):
+                    with socket.create_connection(peer, timeout=0.5) as conn:
                         up.add(peer)
+                        self._fetch(conn)
                 except OSError as exc:
                     self.errors.append(f"dial /ip4/{peer[0]}/tcp/{peer[1]}: {exc.strerror or exc}")
                     self.error_at[peer] = time.monotonic()
-            self.connected = up
+            if not self._stop.is_set():   # down() may have cleared them meanwhile
+                self.connected = up
             self._stop.wait(self.interval)
+
+    def _fetch(self, conn: socket.socket) -> None:
+        """One request and what comes back (a listener that does not answer: a request only)."""
+        t = self.traffic
+        conn.sendall(FETCH_REQUEST)
+        t.out_messages += 1
+        t.out_bytes += len(FETCH_REQUEST)
+        got = b""
+        try:
+            while len(got) < len(FETCH_RESPONSE):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:
+            pass
+        if got:
+            t.in_messages += 1
+            t.in_bytes += len(got)
+
+    def down(self) -> None:
+        """The node's replication network is down: no dials, no connected peer, every peer failed."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        now = time.monotonic()
+        for peer in self.peers:
+            self.errors.append(f"dial /ip4/{peer[0]}/tcp/{peer[1]}: replication network down")
+            self.error_at[peer] = now
+        self.connected = set()
 
     def recent_errors(self, window_s: float = 30.0) -> list[str]:
         """Failures are 'recent' while any dial failed in the last ``window_s``."""

@@ -82,6 +82,11 @@ class Node:
         self.forked_at: int | None = None
         self.can_fork = can_fork
         self.proposal_opened_ms: int | None = None
+        # State-root divergence fault: execution stays at this height and the block is re-run
+        # every tick with a different result (a non-deterministic executor).
+        self.exec_stuck_at: int | None = None
+        self.reexecutions = 0
+        self.stale_heads = 0   # sequencer heads older than our committed height (inbound, stale)
         self.finality_ms: deque[int] = deque(maxlen=FINALITY_SAMPLES)
         self.traffic = Traffic()
         # G2: validator signer keys derived from this node's root key (None: not checked). A
@@ -131,6 +136,15 @@ class Node:
         forked = self.forked_at is not None and height >= self.forked_at
         return hashlib.sha256(f"{'fork:' if forked else ''}root:{self.world_id}:{height}".encode()).hexdigest()
 
+    def execution(self) -> tuple[int, str | None, str | None]:
+        """(last executed height, its block hash, its state root)."""
+        if self.exec_stuck_at is None:
+            h = self.committed_height
+            return h, self.own_hash(h), self.state_root(h)
+        h = self.exec_stuck_at
+        root = hashlib.sha256(f"diverged:{self.reexecutions}:root:{self.world_id}:{h}".encode()).hexdigest()
+        return h, self.own_hash(h), root if h > 0 else None
+
     def network_committed_height(self) -> int:
         return max([self.committed_height, *(h.height for h in self.heads.values())])
 
@@ -141,6 +155,10 @@ class Node:
             self.state.regressed = True
         if self.can_fork and self.faults.forked(elapsed) and self.forked_at is None:
             self.forked_at = max(1, self.state.committed_height)
+        if self.faults.state_root_diverged(elapsed):
+            if self.exec_stuck_at is None:
+                self.exec_stuck_at = self.committed_height
+            self.reexecutions += 1
         if self.role == "sequencer" and not self.faults.stalled(elapsed):
             self._propose(now_ms)
         if self.store is not None:
@@ -194,6 +212,8 @@ class Node:
                 continue
             self.heads[head.node_id] = head
             self.learn(sender[:2], now_ms)
+            if msg.get("role") == "sequencer" and head.height < self.state.committed_height:
+                self.stale_heads += 1
             # Followers commit what the sequencer has committed and they actually received.
             if (self.role != "sequencer" and msg.get("role") == "sequencer"
                     and head.height > self.state.committed_height and not self.faults.stalled(elapsed)):

@@ -16,6 +16,7 @@ REASON_KEYS = ("hash_mismatch", "missing_sample", "timeout", "read_io_error", "s
 
 def _consensus(node: Node) -> dict[str, Any]:
     h = node.committed_height
+    eh, ehash, root = node.execution()
     return {
         "mode": "Pos", "slot": node.state.tick_count, "epoch": node.state.tick_count // 32,
         "latest_height": max(h, node.network_committed_height()), "committed_height": h,
@@ -23,8 +24,7 @@ def _consensus(node: Node) -> dict[str, Any]:
         "network_committed_height": node.network_committed_height(),
         "known_peer_heads": len(node.heads), "peer_heads": node.peer_heads(),
         "last_status": node.last_status, "last_block_hash": node.own_hash(h),
-        "last_execution_height": h, "last_execution_block_hash": node.own_hash(h),
-        "last_execution_state_root": node.own_hash(h),
+        "last_execution_height": eh, "last_execution_block_hash": ehash, "last_execution_state_root": root,
     }
 
 
@@ -114,6 +114,7 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
     dist_node = storage or reporter
     challenge, cursor = _distfs(dist_node, now_ms)
     epoch, nid, world = reporter.state.epoch_index, reporter.node_id, reporter.world_id
+    executed = reporter.execution()
     return {
         "observed_at_unix_ms": now_ms,
         "node_snapshot": {"node_id": nid, "world_id": world, "role": reporter.role, "running": True,
@@ -127,9 +128,8 @@ def epoch_report(reporter: Node, storage: Node | None, now_ms: int, invariant_ok
                                                     **{f"backoff_multiplier_{k}": 1 for k in REASON_KEYS}}},
         "distfs_probe_cursor_state": cursor,
         "distfs_network_challenge": _network_challenge(world) if challenge else None,
-        "execution_bridge_state": {"last_applied_committed_height": reporter.committed_height,
-                                   "last_execution_block_hash": reporter.own_hash(reporter.committed_height),
-                                   "last_execution_state_root": reporter.own_hash(reporter.committed_height),
+        "execution_bridge_state": {"last_applied_committed_height": executed[0],
+                                   "last_execution_block_hash": executed[1], "last_execution_state_root": executed[2],
                                    "last_node_block_hash": reporter.own_hash(reporter.committed_height)},
         "execution_bridge_records": [],
         "settlement_report": {"epoch_index": epoch, "pool_points": 1000, "storage_pool_points": 0,

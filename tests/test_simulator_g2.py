@@ -5,6 +5,7 @@ simulator's fault switches, all on real processes talking UDP and TCP on loopbac
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -261,3 +262,42 @@ def test_status_is_ready_before_the_first_tick_completes(tmp_path: Path) -> None
         assert p.get("/v1/chain/status")["running"] is True
     finally:
         p.stop()
+
+
+def test_g2_faults_behind_the_g2_gates_and_the_status_fields_they_read(tmp_path: Path) -> None:
+    """State-root divergence (the same executed block re-run with a new root), replication down
+    (no connected peer, the others lose it), and real values in the fields the gates read."""
+    procs = g2_triad(tmp_path, port_block(44), extra={
+        "sequencer": ["--fault-state-root-diverge-at-sec", "2"],
+        "observer": ["--fault-replication-down-at-sec", "3"]})
+    try:
+        for p in procs.values():
+            p.start()
+        for p in procs.values():
+            p.wait_ready()
+        seq, sto, obs = procs["sequencer"], procs["storage"], procs["observer"]
+        wait_until(lambda: sto.status()["traffic"]["libp2p_replication"]["totals"]["inbound"]["messages"] > 0, 10,
+                   "replication fetches")
+        wait_until(lambda: sto.status()["storage"]["last_gc_result"] == "success", 10, "a GC pass")
+        assert sto.status()["storage"]["orphan_blob_count"] == 0
+        # divergence: execution stays on one block, its state root changes, commits go on
+        wait_until(lambda: seq.height() - seq.status()["consensus"]["last_execution_height"] > 5, 10, "execution held")
+        a = seq.status()["consensus"]
+        time.sleep(0.5)
+        b = seq.status()["consensus"]
+        assert a["last_execution_height"] == b["last_execution_height"] > 0
+        assert a["last_execution_block_hash"] == b["last_execution_block_hash"] is not None
+        assert a["last_execution_state_root"] != b["last_execution_state_root"]
+        # replication down: the observer has no connected peer; the others keep one
+        wait_until(lambda: obs.status()["observability"]["connected_peer_count"] == 0, 10, "observer alone")
+        codes = {a["code"] for a in obs.status()["observability"]["alerts"]}
+        assert "replication_no_connected_peers" in codes, codes
+        wait_until(lambda: sto.status()["observability"]["connected_peer_count"] == 1, 10, "storage loses it")
+        # a paused node misses ticks of the PoS clock (1.2 s each here)
+        sto.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        time.sleep(3)
+        sto.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        wait_until(lambda: sto.status()["consensus"]["missed_tick_count"] >= 1, 10, "missed ticks")
+    finally:
+        for p in procs.values():
+            p.stop()
