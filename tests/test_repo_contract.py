@@ -36,7 +36,7 @@ def test_design_layout_exists() -> None:
 
 def test_every_console_script_points_at_an_importable_main() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"soak-sim", "soak-sim-g2", "soak-exporter", "soak-run", "soak-check"}
+    assert set(scripts) == {"soak-sim", "soak-sim-g2", "soak-exporter", "soak-run", "soak-check", "soak-k8s"}
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(import_module(module), func)), target
