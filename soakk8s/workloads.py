@@ -12,14 +12,19 @@ comes back with its store and reports as a relaunched local process does.
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runner import g2
 from runner.topology import LaunchSettings, NodeSpec, node_specs
 from soakk8s.model import (CONFIG_MOUNT, DATA_MOUNT, EXPORTER_CONTAINER, EXPORTER_PORT, NODE_CONTAINER, PID_DIR,
                            K8sSettings, meta)
+
+FAULTS_MOUNT = PurePosixPath("/etc/soak-faults")
+FAULTS_FILE = "faults.json"
+FAULT_READER = "soak-fault-reader"   # the sidecar's ServiceAccount: get on Chaos Mesh workflows
 
 PYTHON = "python3"   # the interpreter inside the images
 BIND_ALL = "0.0.0.0"
@@ -59,17 +64,25 @@ def _launcher(spec: NodeSpec, s: K8sSettings, nodes: tuple[str, ...], prepare: b
 
 
 def _exporter(spec: NodeSpec, s: K8sSettings) -> dict[str, Any]:
-    argv = [PYTHON, "-m", "exporter", "--listen", f"{BIND_ALL}:{EXPORTER_PORT}", "--run-id", s.run_id,
-            "--topology", s.topology, "--profile", s.profile.name, "--node", f"{spec.node}={spec.report_dir}",
-            "--pid", f"{spec.node}={_pidfile(spec)}"]
+    """soak-exporter behind ``soakk8s.faultstate``, which writes its run-state: the node and the
+    windows of the faults Chaos Mesh makes on it, as the local runner does."""
+    argv = [PYTHON, "-m", "soakk8s.faultstate", "--run-id", s.run_id, "--topology", s.topology,
+            "--profile", s.profile.name, "--scenario", s.scenario, "--node", spec.node, "--role", spec.role,
+            "--node-id", spec.node_id, "--namespace", s.namespace, "--report-dir", str(spec.report_dir),
+            "--work-dir", str(spec.work_dir), "--pidfile", _pidfile(spec), "--faults", str(FAULTS_MOUNT / FAULTS_FILE),
+            "--run-state", str(PID_DIR / "run_state.json")]
     port = _status_port(spec)
     if port is not None:
-        argv += ["--status", f"{spec.node}=http://127.0.0.1:{port}/v1/chain/status"]
+        argv += ["--status-url", f"http://127.0.0.1:{port}/v1/chain/status"]
+    if spec.critical:
+        argv.append("--critical")
+    argv += ["--", "--listen", f"{BIND_ALL}:{EXPORTER_PORT}"]
     return {"name": EXPORTER_CONTAINER, "image": s.exporter_image, "command": argv,
             "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
             "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 10},
             "volumeMounts": [{"name": "data", "mountPath": str(DATA_MOUNT)},
-                             {"name": "run", "mountPath": str(PID_DIR)}]}
+                             {"name": "run", "mountPath": str(PID_DIR)},
+                             {"name": "faults", "mountPath": str(FAULTS_MOUNT), "readOnly": True}]}
 
 
 def _ports(spec: NodeSpec) -> list[dict[str, Any]]:
@@ -86,7 +99,8 @@ def _ports(spec: NodeSpec) -> list[dict[str, Any]]:
 
 def statefulset(spec: NodeSpec, s: K8sSettings, nodes: tuple[str, ...]) -> dict[str, Any]:
     mounts = [{"name": "data", "mountPath": str(DATA_MOUNT)}, {"name": "run", "mountPath": str(PID_DIR)}]
-    volumes: list[dict[str, Any]] = [{"name": "run", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "run", "emptyDir": {}},
+                                     {"name": "faults", "configMap": {"name": faults_name(s)}}]
     if s.node_kind == "g2":
         mounts.append({"name": "topology-key", "mountPath": str(CONFIG_MOUNT), "readOnly": True})
         volumes.append({"name": "topology-key", "secret": {"secretName": secret_name(s), "defaultMode": 0o400}})
@@ -106,7 +120,7 @@ def statefulset(spec: NodeSpec, s: K8sSettings, nodes: tuple[str, ...]) -> dict[
             "spec": {"serviceName": name, "replicas": 1, "podManagementPolicy": "Parallel",
                      "selector": {"matchLabels": s.node_selector(spec.node)},
                      "template": {"metadata": {"labels": labels},
-                                  "spec": {"shareProcessNamespace": True,
+                                  "spec": {"shareProcessNamespace": True, "serviceAccountName": FAULT_READER,
                                            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECS,
                                            "initContainers": [prepare], "containers": [node, _exporter(spec, s)],
                                            "volumes": volumes}},
@@ -132,3 +146,26 @@ def key_secret(s: K8sSettings, private_key: bytes) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": meta(secret_name(s), s, s.labels()),
             "data": {g2.CONFIG_FILE: base64.b64encode(text.encode()).decode()}}
+
+
+def faults_name(s: K8sSettings) -> str:
+    return f"{s.prefix}-faults"
+
+
+def faults_config(s: K8sSettings, faults: list[dict[str, Any]]) -> dict[str, Any]:
+    """The planned faults of the topology (``soakk8s.faultstate.PlannedFault``), for the sidecars."""
+    text = "[\n" + ",\n".join(json.dumps(f) for f in faults) + ("\n" if faults else "") + "]\n"
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(faults_name(s), s, s.labels(component="chaos")),
+            "data": {FAULTS_FILE: text}}
+
+
+def fault_reader(s: K8sSettings) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding: the sidecars read their workflow's start time."""
+    labels = {"app.kubernetes.io/name": "agent-world-soak", "app.kubernetes.io/component": "faultstate"}
+    ref = {"kind": "ServiceAccount", "name": FAULT_READER, "namespace": s.namespace}
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(FAULT_READER, s, labels)},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(FAULT_READER, s, labels),
+             "rules": [{"apiGroups": ["chaos-mesh.org"], "resources": ["workflows"], "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(FAULT_READER, s, labels),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FAULT_READER},
+             "subjects": [ref]}]

@@ -36,7 +36,7 @@ def test_render_writes_one_object_per_file_and_says_what_it_wrote_and_skipped(
     code, out, err = _cli([*RENDER, "--out", str(tmp_path / "k8s")], capsys)
     assert code == 0, err
     files = sorted((tmp_path / "k8s").rglob("*.yaml"))
-    assert len(files) == 13 and all(f"wrote {f}" in out for f in files)
+    assert len(files) == 17 and all(f"wrote {f}" in out for f in files)
     assert all(f.read_text().count("\nkind: ") == 1 for f in files)
     assert "chaos pause: pause on observer at 50s -> NetworkChaos (no SIGSTOP in Chaos Mesh" in out
     assert "chaos pressure: challenge_pressure on storage skipped: challenge_pressure has no Chaos Mesh" in out

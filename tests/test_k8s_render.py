@@ -28,7 +28,7 @@ GOLDEN = ROOT / "tests" / "golden" / "k8s"
 EVERY_ACTION = FIXTURES / "k8s" / "plan-every-action.json"
 KEY = bytes(range(32))   # a fixed topology key: goldens stay stable
 CASES = [(k, t) for k in ("g1", "g2") for t in ("triad", "triad_distributed")]
-CORE_KINDS = ("Namespace", "Secret", "Service", "StatefulSet", "ConfigMap")
+CORE_KINDS = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "Service", "StatefulSet", "ConfigMap")
 
 
 def plan_for(kind: str, topology: str) -> Path:
