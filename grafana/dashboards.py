@@ -121,6 +121,43 @@ def _chaos_cells() -> list[Cell]:
     ]
 
 
+def _g2_cells() -> list[Cell]:
+    """What a G2 node's status document says (HEAD schema); empty for G1 nodes."""
+    rate = "sum by (node, direction) (rate({}[1m]))"
+    return [
+        Cell(series("Node's own alerts", [target(
+            f"max by (node, severity, code) ({sel('soak_node_alerts')}) > 0", "{{node}} {{severity}} {{code}}")],
+            description="observability.alerts of each node (SoakNodeCriticalAlert: a critical one).")),
+        Cell(series("Replication peers by state", [target(sel("soak_replication_peers"), "{{node}} {{state}}")],
+                    description="SoakReplicationNoPeers: no connected peer.")),
+        Cell(series("Finality latency", [target(sel("soak_consensus_finality_latency_seconds"), "{{node}} {{stat}}")],
+                    "s", "consensus.recent_finality_latency (SoakFinalityLatencyHigh: p95).")),
+        Cell(series("Last commit age and network lag", [
+            target(sel("soak_consensus_last_commit_age_seconds"), "commit age {{node}}"),
+            target(sel("soak_consensus_network_height_lag"), "lag (blocks) {{node}}", "B")], "s")),
+        Cell(series("Pending consensus actions / capacity", [target(
+            f"{sel('soak_consensus_pending_actions')} / {sel('soak_consensus_pending_actions_capacity')}",
+            "{{node}}")], "percentunit")),
+        Cell(series("Timing rejections and missed slots (5m)", [
+            target(f"sum by (node, kind) (increase({sel('soak_consensus_inbound_timing_rejections_total')}[5m]))",
+                   "{{node}} {{kind}}"),
+            target(f"increase({sel('soak_consensus_missed_slots_total')}[5m])", "{{node}} missed slots", "B")])),
+        Cell(series("Storage by directory", [target(sel("soak_storage_bytes"), "{{node}} {{dir}}")], "bytes")),
+        Cell(series("Orphan blobs, GC failed, replication errors", [
+            target(sel("soak_storage_orphan_blobs"), "orphans {{node}}"),
+            target(sel("soak_storage_last_gc_result", 'result="failed"'), "gc failed {{node}}", "B"),
+            target(sel("soak_replication_recent_errors"), "replication errors {{node}}", "C")])),
+        Cell(series("Gossip and replication traffic", [
+            target(rate.format(sel("soak_gossip_udp_payload_bytes_total")), "udp {{node}} {{direction}}"),
+            target(rate.format(sel("soak_replication_libp2p_payload_bytes_total")), "libp2p {{node}} {{direction}}",
+                   "B")], "Bps")),
+        Cell(series("Hash divergences by kind", [target(
+            f"max by (topology, kind) ({sel('soak_consensus_hash_divergences_total', scope='run')})",
+            "{{topology}} {{kind}}")],
+            description="Heights with two values (execution_state_root: SoakExecutionStateRootDiverged)."), w=16),
+    ]
+
+
 def _health_cells() -> list[Cell]:
     return [
         Cell(series("Exporter scrape", [
@@ -147,6 +184,7 @@ def overview() -> Dashboard:
     layout.row("Reward invariant", _reward_cells())
     layout.row("Processes", _process_cells())
     layout.row("Chaos", _chaos_cells())
+    layout.row("G2 nodes: their status endpoint (empty for G1)", _g2_cells())
     layout.row("Exporter health and alerts", _health_cells())
     layout.row("Gate values over time", [Cell(gate_trend(gate)) for gate in GATES], collapsed=True)
     return Dashboard(title="Agent World soak", uid="agent-world-soak", tags=["agent-world", "soak"],

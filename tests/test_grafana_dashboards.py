@@ -108,7 +108,7 @@ def test_every_dashboard_query_is_accepted_by_a_real_prometheus(empty_prometheus
 def test_the_overview_has_a_row_for_each_part_of_the_soak() -> None:
     rows = [p["title"].split(":")[0] for p in load("agent-world-soak.json")["panels"] if p["type"] == "row"]
     assert rows == ["Verdict", "Consensus", "DistFS storage challenges", "Reward invariant", "Processes",
-                    "Chaos", "Exporter health and alerts", "Gate values over time"]
+                    "Chaos", "G2 nodes", "Exporter health and alerts", "Gate values over time"]
 
 
 def test_no_two_panels_overlap_and_all_fit_the_grid() -> None:
