@@ -86,7 +86,7 @@ def wait_ready(k: Kubectl, namespace: str, selector: str, expected: int, timeout
         time.sleep(poll_s)
 
 
-def apply(k: Kubectl, directory: Path, timeout_s: float) -> None:
+def apply(k: Kubectl, directory: Path, timeout_s: float, poll_s: float = 5.0) -> None:
     objects = load_dir(directory)
     chaos = load_dir(directory / CHAOS_DIR) if (directory / CHAOS_DIR).is_dir() else []
     namespace = _namespace(objects, directory)
@@ -94,7 +94,7 @@ def apply(k: Kubectl, directory: Path, timeout_s: float) -> None:
     k.out(f"soak-k8s: applying {len(objects)} objects to namespace {namespace}")
     k.run("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", *_files(objects))
     expected = sum(1 for _, o in objects if o["kind"] == "StatefulSet")
-    wait_ready(k, namespace, _selector(objects), expected, timeout_s)
+    wait_ready(k, namespace, _selector(objects), expected, timeout_s, poll_s)
     if chaos:
         k.run("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", *_files(chaos))
         k.out(f"soak-k8s: chaos started: {', '.join(o['metadata']['name'] for _, o in chaos)}")

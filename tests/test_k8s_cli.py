@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, ROOT
+from soakcore.errors import EvaluationError
 from soakk8s import launch
 from soakk8s.cli import main
 from test_k8s_render import render_case, settings
@@ -145,3 +146,56 @@ def test_no_cluster_is_reported_in_one_line_before_anything_is_applied(
         assert len(err.strip().splitlines()) == 1
     code, _, err = _cli(["apply", str(tmp_path / "nothing")], capsys)
     assert code == 2 and "not a directory rendered by soak-k8s render" in err
+
+
+STANDIN_KUBECTL = '''#!/usr/bin/env python3
+"""kubectl stand-in: records each argv; 'version' has a server; 'get pods' answers one more
+ready pod per call, up to READY."""
+import json, os, sys
+log = os.environ["KUBECTL_LOG"]
+args = [a for a in sys.argv[1:] if not a.startswith("--request-timeout")]
+with open(log, "a") as fh:
+    fh.write(json.dumps(args) + "\\n")
+if args[:1] == ["version"]:
+    print(json.dumps({"clientVersion": {}, "serverVersion": {"gitVersion": "v1.37.0"}}))
+elif args[:2] == ["get", "pods"]:
+    calls = sum(1 for line in open(log) if '"pods"' in line)
+    ready = min(calls - 1, int(os.environ["READY"]))
+    pods = [{"metadata": {"name": f"p{i}"}, "status": {"conditions": [
+        {"type": "Ready", "status": "True" if i < ready else "False"}]}} for i in range(3)]
+    print(json.dumps({"items": pods}))
+'''
+
+
+def test_apply_applies_the_workloads_waits_for_every_pod_with_progress_then_starts_the_chaos(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from soakk8s import kubectl, render
+    render.write(render_case("g2", "triad_distributed"), tmp_path / "k")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(STANDIN_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    log = tmp_path / "kubectl.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("KUBECTL_LOG", str(log))
+    monkeypatch.setenv("READY", "3")
+    lines: list[str] = []
+    kubectl.apply(kubectl.Kubectl(out=lines.append), tmp_path / "k", timeout_s=30, poll_s=0.01)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    applies = [c for c in calls if c[0] == "apply"]
+    assert [c[0] for c in calls][:2] == ["version", "apply"] and calls[-1][0] == "apply" and len(applies) == 2
+    first = [a for a in applies[0] if a.endswith(".yaml")]
+    assert len(first) == 16 and first[0].endswith("01-namespace-soak.yaml") and "--server-side" in applies[0]
+    assert [Path(a).parent.name for a in applies[1] if a.endswith(".yaml")] == ["chaos"]
+    pods = [c for c in calls if c[:2] == ["get", "pods"]]
+    assert len(pods) == 4 and pods[0][pods[0].index("-l") + 1] == \
+        "app.kubernetes.io/name=agent-world-soak,app.kubernetes.io/component=node,agent-world-soak/topology=triad_distributed"
+    assert [line.split(":")[1].strip() for line in lines if "pods ready" in line] == \
+        ["pods ready 0/3", "pods ready 1/3", "pods ready 2/3", "pods ready 3/3"]
+    assert lines[-1] == "soak-k8s: chaos started: soak-triad-distributed-plan"
+    # Pods that never get ready: a clear error, and the chaos is never started.
+    log.unlink()
+    monkeypatch.setenv("READY", "1")
+    with pytest.raises(EvaluationError, match="only 1 of 3 node pods ready after 4s"):
+        kubectl.apply(kubectl.Kubectl(out=lines.append), tmp_path / "k", timeout_s=4, poll_s=0.01)
+    assert sum(1 for line in log.read_text().splitlines() if json.loads(line)[0] == "apply") == 1
