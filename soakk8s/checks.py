@@ -35,7 +35,7 @@ def chaos_spec_errors(kind: str, spec: dict[str, Any], where: str) -> list[str]:
     mode, value = spec.get("mode"), spec.get("value")
     if mode == "fixed" and not (isinstance(value, str) and value.isdigit() and int(value) > 0):
         errors.append(f"{where}.value: mode fixed needs an integer > 0")
-    if mode in ("fixed-percent", "random-max-percent") and not (_float_str(value) and 0 < float(value) <= 100):
+    if mode in ("fixed-percent", "random-max-percent") and not (_float_str(value) and 0 < float(str(value)) <= 100):
         errors.append(f"{where}.value: mode {mode} needs a percentage in (0, 100]")
     if "duration" in spec and not go_duration_ok(spec["duration"]):
         errors.append(f"{where}.duration: {spec['duration']!r} is not a Go duration")

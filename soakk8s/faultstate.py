@@ -89,14 +89,15 @@ class NodeFaults:
             if anchor is None or f.node != self.node or anchor + f.at_sec > now:
                 continue
             start = anchor + f.at_sec
-            end: float | None = start + f.secs
+            planned = start + f.secs
+            end: float | None = planned
             if f.relaunches:
                 # the first process seen after the fault began, other than the one it hit
                 before = [p for t, p in self.pid_seen if t < start]
                 back = next((t for t, p in self.pid_seen if t >= start and (not before or p != before[-1])), None)
                 if back is not None:
-                    end = max(end, back)
-                elif now < end + RELAUNCH_WAIT_S:
+                    end = max(planned, back)
+                elif now < planned + RELAUNCH_WAIT_S:
                     end = None
             out.append(ChaosWindow(f.node, f.action, f.event_id, start, None if end is None or end > now else end))
         return tuple(out)

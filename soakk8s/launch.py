@@ -29,7 +29,7 @@ def resolve(host: str, wait_s: float = RESOLVE_WAIT_S) -> str:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+            return str(socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0])
         except socket.gaierror as exc:
             if time.monotonic() >= deadline:
                 raise SoakError(f"--resolve {host}: {exc.strerror} after {wait_s:g}s") from None

@@ -98,7 +98,7 @@ def _ports(spec: NodeSpec) -> list[dict[str, Any]]:
 
 
 def statefulset(spec: NodeSpec, s: K8sSettings, nodes: tuple[str, ...]) -> dict[str, Any]:
-    mounts = [{"name": "data", "mountPath": str(DATA_MOUNT)}, {"name": "run", "mountPath": str(PID_DIR)}]
+    mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": str(DATA_MOUNT)}, {"name": "run", "mountPath": str(PID_DIR)}]
     volumes: list[dict[str, Any]] = [{"name": "run", "emptyDir": {}},
                                      {"name": "faults", "configMap": {"name": faults_name(s)}}]
     if s.node_kind == "g2":
