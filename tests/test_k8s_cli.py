@@ -199,3 +199,28 @@ def test_apply_applies_the_workloads_waits_for_every_pod_with_progress_then_star
     with pytest.raises(EvaluationError, match="only 1 of 3 node pods ready after 4s"):
         kubectl.apply(kubectl.Kubectl(out=lines.append), tmp_path / "k", timeout_s=4, poll_s=0.01)
     assert sum(1 for line in log.read_text().splitlines() if json.loads(line)[0] == "apply") == 1
+
+
+def test_status_asks_for_this_soaks_objects_and_delete_keeps_the_namespace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soakk8s import kubectl, render
+    render.write(render_case("g1", "triad"), tmp_path / "k")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(STANDIN_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    log = tmp_path / "kubectl.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("KUBECTL_LOG", str(log))
+    lines: list[str] = []
+    kubectl.status(kubectl.Kubectl(out=lines.append), tmp_path / "k")
+    kubectl.delete(kubectl.Kubectl(out=lines.append), tmp_path / "k")
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    get = next(c for c in calls if c[0] == "get")
+    assert get[get.index("-n") + 1] == "soak" and "workflows.chaos-mesh.org" in get[1]
+    assert get[get.index("-l") + 1] == "app.kubernetes.io/name=agent-world-soak,agent-world-soak/topology=triad"
+    deletes = [c for c in calls if c[0] == "delete"]
+    assert [Path(a).parent.name for a in deletes[0] if a.endswith(".yaml")] == ["chaos"]   # chaos first
+    deleted = [Path(a).name for a in deletes[1] if a.endswith(".yaml")]
+    assert len(deleted) == len(list((tmp_path / "k").glob("*.yaml"))) - 1
+    assert not any("namespace" in name for name in deleted)
