@@ -70,10 +70,38 @@ def _insufficient(g: Gate, base: str = DEFAULT_RUNBOOK_BASE_URL) -> dict[str, An
                             "runbook_url": runbook_link("insufficient-data", base)}}
 
 
+# Recorded next to the gate values, read by the checker (checker/api.py): per gate that the
+# rules evaluated it ({aspect="evaluated"}, so an empty value is known to be empty), and per run
+# whether it had data ({aspect="data"}) and applies ({aspect="applies"}); {aspect="alerting"}
+# only where the alert rules ran too (not in recordings backfilled with promtool).
+GATE_VALUE = "soak:gate_value"
+GATE_COVERAGE = "soak:gate_coverage"
+
+
+def _labelled(expr: str, **labels: str) -> str:
+    for name, value in labels.items():
+        expr = f'label_replace({expr}, "{name}", "{value}", "", "")'
+    return expr
+
+
+def gate_value_group(alerting: bool = True) -> dict[str, Any]:
+    """The recording rules of every gate's value and of their coverage."""
+    terms = []
+    for g in GATES:
+        terms.append(_labelled("vector(1)", gate=g.name, aspect="evaluated"))
+        terms.append(_labelled(f"count by (run_id, topology) ({g.data})", gate=g.name, aspect="data"))
+        if g.applies:
+            terms.append(_labelled(f"count by (run_id, topology) ({g.applies})", gate=g.name, aspect="applies"))
+    if alerting:
+        terms.append(_labelled("vector(1)", aspect="alerting"))
+    return {"name": "soak-gate-values", "rules": [
+        *({"record": GATE_VALUE, "expr": g.value, "labels": {"gate": g.name}} for g in GATES),
+        {"record": GATE_COVERAGE, "expr": " or ".join(terms)}]}
+
+
 def rules(base: str = DEFAULT_RUNBOOK_BASE_URL) -> dict[str, Any]:
     return {"groups": [
-        {"name": "soak-gate-values", "rules": [
-            {"record": "soak:gate_value", "expr": g.value, "labels": {"gate": g.name}} for g in GATES]},
+        gate_value_group(),
         {"name": "soak-gates", "rules": [_alert(g, base) for g in GATES]},
         {"name": "soak-gate-data", "rules": [_insufficient(g, base) for g in GATES]},
         {"name": "soak-chaos", "rules": [{

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from alerts.gates import GATES, Gate
+from alerts.generate import GATE_COVERAGE, GATE_VALUE
 from alerts.profiles import PROFILES, Profile
 from checker.figures import collect_figures
 from checker.promapi import Labels, Prom
@@ -69,8 +70,9 @@ class TopologyVerdict:
     series: dict[str, Any] = field(default_factory=dict)      # for plots
     timeline: tuple[dict[str, Any], ...] = ()
     queries: int = 0
-    # False when no rule evaluation (soak:gate_value) exists in the window, as on backfilled
-    # or archived data: then there are no alerts to compare with, and no disagreement.
+    # False when the alert rules did not run in the window, as on backfilled or archived data
+    # (recordings backfilled with promtool included): then there are no alerts to compare
+    # with, and no disagreement.
     rules_evaluated: bool = True
     prometheus_version: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)   # the numbers actually used
@@ -189,7 +191,7 @@ def judge_gate(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolo
         return any(_matches(lab, run_id, topology) for lab, _ in prom.instant(data_q, until))
 
     return _conclude(prom, g, threshold, run_id, topology, since, until, end, needs_secs, query, rows, first,
-                     has_data, "raw")
+                     has_data, lambda: _applies(prom, g, run_id, topology, since, until), "raw")
 
 
 def _applies(prom: Prom, g: Gate, run_id: str | None, topology: str, since: float, until: float) -> bool:
@@ -206,7 +208,8 @@ def _worst(rows: Iterable[tuple[Labels, float]], run_id: str | None, topology: s
 
 def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topology: str, since: float, until: float,
               end: float, needs_secs: float, query: str, rows: Iterable[tuple[Labels, float]],
-              first: Callable[[Labels], float | None], has_data: Callable[[], bool], source: str) -> GateResult:
+              first: Callable[[Labels], float | None], has_data: Callable[[], bool], applies: Callable[[], bool],
+              source: str) -> GateResult:
     """The gate's result from its value rows (one per judged thing, the window's worst
     sustained value), whatever path computed them: the same rules for both."""
     worst = _worst(rows, run_id, topology)
@@ -225,7 +228,7 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
         return GateResult(g.name, g.alert, g.severity, "fail", value, threshold, proof[0], None, since, proof[1], end,
                           source)
     status = "pass" if has_data() else "insufficient_data"
-    if status == "insufficient_data" and g.applies and not _applies(prom, g, run_id, topology, since, until):
+    if status == "insufficient_data" and g.applies and not applies():
         return GateResult(g.name, g.alert, g.severity, status, value, threshold, query, None, None,
                           f"not applicable: no `{g.applies}` series in the window (nothing of this topology "
                           "serves what this gate reads)", end, source, applicable=False)
@@ -248,11 +251,10 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
 # or backfilled with ``promtool tsdb create-blocks-from rules``, see checker/recording.py).
 # Judging then reads those samples instead of recomputing each gate from raw series: gates are
 # grouped by ``for`` (one instant query per group), one range query gives the first failures,
-# one query the data requirements of every gate. The semantics are the raw path's: a breach
+# one query (soak:gate_coverage) which gates were evaluated, had data and apply. The semantics are the raw path's: a breach
 # counts once it held for ``for`` (min over the trailing ``for``), judged from ``since + for``
 # to the gate's end (``gate_end``, the drain horizon), on the same grid of ``step_for``.
 
-RECORDED = "soak:gate_value"
 # Parallel queries: Prometheus evaluates each query on one core.
 WORKERS = 3
 DATA_QUERIES = 2
@@ -262,35 +264,65 @@ def _regex(text: str) -> str:
     return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", text)
 
 
-def _recorded_selector(run_id: str | None, topology: str, gates: Iterable[Gate] | None = None) -> str:
-    """soak:gate_value of this run and topology, and series without those labels (a run-wide
-    gate such as the exporter's dead man's switch), as ``_matches`` takes them."""
+def _recorded_selector(run_id: str | None, topology: str, gates: Iterable[Gate] | None = None,
+                       name: str = GATE_VALUE) -> str:
+    """soak:gate_value (or ``name``) of this run and topology, and series without those labels (a
+    run-wide gate such as the exporter's dead man's switch), as ``_matches`` takes them."""
     rid = "" if run_id is None else _regex(run_id) + "|"
     names = f"gate=~{json.dumps('|'.join(sorted(g.name for g in gates)))}," if gates is not None else ""
-    return f"{RECORDED}{{{names}run_id=~{json.dumps(rid)},topology=~{json.dumps(_regex(topology) + '|')}}}"
+    return f"{name}{{{names}run_id=~{json.dumps(rid)},topology=~{json.dumps(_regex(topology) + '|')}}}"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the recordings of a window say (``recorded_coverage``)."""
+
+    # The alert rules ran over the window: ALERTS exist to cross-check the gates with.
+    rules_evaluated: bool = False
+    # Gates judged from their recordings (empty: every gate from raw series).
+    gates: frozenset[str] = frozenset()
+    # Gates that had data / apply in [since, until], as recorded (soak:gate_coverage); None
+    # where the rules did not record it (older rule files): asked from raw series.
+    with_data: frozenset[str] | None = None
+    applies: frozenset[str] | None = None
 
 
 def recorded_coverage(prom: Prom, run_id: str | None, topology: str, since: float, until: float,
-                      end: float) -> tuple[bool, set[str]]:
-    """(rules evaluated in [since, until], gates whose recordings can be judged from).
+                      end: float) -> Coverage:
+    """Which gates can be judged from recordings, from one query of soak:gate_coverage (which
+    gates the rules evaluated, and per run which had data and apply); rule files without it:
+    the gates that have soak:gate_value samples.
 
-    Recordings are trusted for a gate when it has some in the window and the rules ran over
-    the whole judged span: a recording within two evaluation intervals (estimated from the
-    densest series) of ``since`` and of ``end``. Rules that started late, stopped early, or a
-    gate added after the data were recorded: judged from raw series."""
+    Recordings are trusted when the rules ran over the whole judged span: a recording within
+    two evaluation intervals (estimated from the densest series) of ``since`` and of ``end``.
+    Rules that started late, stopped early, or a gate added after the data were recorded:
+    judged from raw series."""
     window = max(1, int(until - since))
-    q = f"max by (gate) (count_over_time({_recorded_selector(run_id, topology)}[{window}s]))"
-    counts = {lab.get("gate", ""): v for lab, v in prom.instant(q, until)}
+    rows = prom.instant(f"count_over_time({_recorded_selector(run_id, topology, name=GATE_COVERAGE)}[{window}s])",
+                        until)
+
+    def aspect(name: str) -> frozenset[str]:
+        return frozenset(lab.get("gate", "") for lab, _ in rows
+                         if lab.get("aspect") == name and "run_id" in lab and _matches(lab, run_id, topology))
+
+    counts = {lab.get("gate", ""): v for lab, v in rows if lab.get("aspect") == "evaluated"}
+    marker = GATE_COVERAGE + '{aspect="evaluated"}'
+    if counts:
+        found = Coverage(any(lab.get("aspect") == "alerting" for lab, _ in rows), frozenset(counts),
+                         aspect("data"), aspect("applies"))
+    else:    # recorded by rules without soak:gate_coverage: the gates with values
+        marker = _recorded_selector(run_id, topology)
+        counts = {lab.get("gate", ""): v for lab, v in prom.instant(
+            f"max by (gate) (count_over_time({marker}[{window}s]))", until)}
+        found = Coverage(bool(counts), frozenset(name for name in counts if name))
     if not counts:
-        return False, set()
+        return Coverage()
     densest = max(counts.values())
-    if densest < 3:
-        return True, set()
     tol = max(2 * step_for(since, until), math.ceil(2 * window / densest))
-    edge = f"count(count_over_time({_recorded_selector(run_id, topology)}[{int(tol)}s]))"
-    if not prom.instant(edge, min(since + tol, end)) or not prom.instant(edge, end):
-        return True, set()
-    return True, {name for name in counts if name}
+    edge = f"count(count_over_time({marker}[{int(tol)}s]))"
+    if densest < 3 or not prom.instant(edge, min(since + tol, end)) or not prom.instant(edge, end):
+        return Coverage(found.rules_evaluated)
+    return found
 
 
 def _recorded_sustained(for_secs: int, selector: str, step: float) -> str:
@@ -303,8 +335,9 @@ def _recorded_sustained(for_secs: int, selector: str, step: float) -> str:
 
 def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], run_id: str | None, topology: str,
                    since: float, until: float, ends: dict[str, float], needs: dict[str, float],
-                   pool: ThreadPoolExecutor | None = None) -> dict[str, GateResult]:
-    """Each of ``gates`` from its recorded values: a handful of queries for them all."""
+                   pool: ThreadPoolExecutor | None = None, coverage: Coverage = Coverage()) -> dict[str, GateResult]:
+    """Each of ``gates`` from its recorded values: a handful of queries for them all. Which
+    gates had data and apply: from ``coverage`` where recorded, else from raw series."""
     if not gates:
         return {}
     step = step_for(since, until)
@@ -330,11 +363,12 @@ def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], 
 
     run = pool.map if pool is not None else map
     keys = list(groups)
-    # The data requirements are raw queries (DATA_QUERIES of them, each for several gates),
-    # asked alongside the recorded values.
-    chunks = [gates[i::DATA_QUERIES] for i in range(min(DATA_QUERIES, len(gates)))]
+    # Data requirements not recorded: raw queries (DATA_QUERIES of them, each for several
+    # gates), asked alongside the recorded values.
+    chunks = [] if coverage.with_data is not None else [gates[i::DATA_QUERIES]
+                                                       for i in range(min(DATA_QUERIES, len(gates)))]
     answers = list(run(lambda k: value_query(k) if isinstance(k, tuple) else data_query(k), [*keys, *chunks]))  # type: ignore[arg-type]
-    with_data: set[str] = set().union(*answers[len(keys):])  # type: ignore[arg-type]
+    with_data: set[str] = set().union(coverage.with_data or (), *answers[len(keys):])  # type: ignore[arg-type]
     queries: dict[str, str] = {}
     rows: dict[str, list[tuple[Labels, float]]] = {g.name: [] for g in gates}
     for key, (q, found) in zip(keys, answers[:len(keys)]):
@@ -371,8 +405,13 @@ def judge_recorded(prom: Prom, gates: list[Gate], thresholds: dict[str, float], 
         def first(labels: Labels) -> float | None:
             return min((t for t, v in firsts.get(g.name, []) if start <= t <= end and v > threshold), default=None)
 
+        def applies() -> bool:
+            if coverage.applies is None:
+                return _applies(prom, g, run_id, topology, since, until)
+            return g.name in coverage.applies
+
         return _conclude(prom, g, threshold, run_id, topology, since, until, end, needs[g.name], queries[g.name],
-                         rows[g.name], first, lambda: g.name in with_data, "recorded")
+                         rows[g.name], first, lambda: g.name in with_data, applies, "recorded")
 
     return {g.name: conclude(g) for g in gates}
 
@@ -451,9 +490,10 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     thresholds = thresholds_for(prom, profile, explicit_profile, run_id, topology, until, since)
     ends = {g.name: gate_end(g, until, horizon, scrape) for g in GATES}
     needs = {g.name: g.needs_secs(thresholds) for g in GATES}
-    evaluated, recorded = recorded_coverage(prom, run_id, topology, since, until, max(ends.values(), default=until))
+    coverage = recorded_coverage(prom, run_id, topology, since, until, max(ends.values(), default=until))
+    evaluated = coverage.rules_evaluated
     if not use_recordings:
-        recorded = set()
+        coverage = Coverage(evaluated)
     # The figures' range queries are asked while the gates are judged (collect_figures reads
     # the gate results only after its queries).
     later = _Later()
@@ -461,7 +501,7 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
         figured = aside.submit(collect_figures, prom, later, run_id, topology, since, until, step_for(since, until))
         try:
             results, fired, disagreements = _judge_all(prom, thresholds, run_id, topology, since, until, horizon,
-                                                       scrape, ends, needs, recorded, evaluated)
+                                                       scrape, ends, needs, coverage)
             later.set_result(results)
         except BaseException as exc:
             later.set_exception(exc)
@@ -470,7 +510,7 @@ def evaluate(prometheus_url: str, since: float, until: float, *, run_id: str | N
     judged = max(ends.values(), default=until)
     return TopologyVerdict(run_id, topology, since, until, profile, results, figures, fired, disagreements,
                            series, timeline, prom.queries, evaluated, prom.version(), thresholds, judged,
-                           tuple(g.name for g in GATES if g.name in recorded))
+                           tuple(g.name for g in GATES if g.name in coverage.gates))
 
 
 class _Later(Future):  # type: ignore[type-arg]
@@ -482,15 +522,14 @@ class _Later(Future):  # type: ignore[type-arg]
 
 def _judge_all(prom: Prom, thresholds: dict[str, float], run_id: str | None, topology: str, since: float,
                until: float, horizon: float | None, scrape: float, ends: dict[str, float], needs: dict[str, float],
-               recorded: set[str], evaluated: bool) -> tuple[tuple[GateResult, ...], tuple[dict[str, str], ...],
-                                                             tuple[str, ...]]:
+               coverage: Coverage) -> tuple[tuple[GateResult, ...], tuple[dict[str, str], ...], tuple[str, ...]]:
     """Every gate (recorded where possible, raw in parallel), then the alerts that fired."""
     with ThreadPoolExecutor(WORKERS) as pool:
         raw = {g.name: pool.submit(judge_gate, prom, g, thresholds.get(g.threshold_key, 0.0) if g.threshold_key
                                    else 0.0, run_id, topology, since, until, ends[g.name], needs[g.name])
-               for g in GATES if g.name not in recorded}
-        from_recordings = judge_recorded(prom, [g for g in GATES if g.name in recorded], thresholds, run_id,
-                                         topology, since, until, ends, needs, pool)
+               for g in GATES if g.name not in coverage.gates}
+        from_recordings = judge_recorded(prom, [g for g in GATES if g.name in coverage.gates], thresholds, run_id,
+                                         topology, since, until, ends, needs, pool, coverage)
         results = tuple(from_recordings[g.name] if g.name in from_recordings else raw[g.name].result()
                         for g in GATES)
     # An alert fires ``for`` plus up to an evaluation after its breach began (by ``until``).
@@ -501,7 +540,7 @@ def _judge_all(prom: Prom, thresholds: dict[str, float], run_id: str | None, top
     limits = {g.name: until if horizon is None else max(until, min(horizon, until + _secs(g.for_) + 2 * scrape))
               for g in GATES}
     results, overruled = _alerts_overrule(prom, results, fired, run_id, topology, since, alerts_until, limits)
-    return results, fired, overruled + (_disagreements(results, fired) if evaluated else ())
+    return results, fired, overruled + (_disagreements(results, fired) if coverage.rules_evaluated else ())
 
 
 def _disagreements(results: tuple[GateResult, ...], fired: tuple[dict[str, str], ...]) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from alerts.gates import outside_chaos
 from soakcore.actions import DOWN
@@ -16,6 +16,8 @@ from checker.promapi import Prom
 if TYPE_CHECKING:
     from checker.api import GateResult
 
+Points = list[tuple[float, float]]
+Rows = list[tuple[dict[str, str], Points]]
 GATE_FIGURES = {"consensus_stalled": "max_stall_secs_observed", "memory_growth_high": "rss_growth_bytes_per_hour",
                 "fd_growth_high": "fd_growth_per_hour", "disk_growth_high": "disk_growth_bytes_per_hour",
                 "consensus_fork_detected": "fork_heights", "process_crashed": "crashes_in_5m_max",
@@ -41,7 +43,14 @@ def _last(rows: list[tuple[dict[str, str], list[tuple[float, float]]]]) -> float
 def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str | None, topology: str,
                     since: float, until: float, step: float) -> tuple[dict[str, Any], dict[str, Any], tuple[dict[str, Any], ...]]:
     sel = f'run_id="{run_id}",topology="{topology}"' if run_id else f'topology="{topology}"'
-    rng = lambda q: prom.range(q, since, until, step)  # noqa: E731
+    asked: dict[str, Rows] = {}
+
+    def rng(q: str) -> Rows:
+        """Each range query once (the figures and the timeline read some series both)."""
+        if q not in asked:
+            asked[q] = prom.range(q, since, until, step)
+        return asked[q]
+
     lag_expr = outside_chaos(f"soak_consensus_network_committed_height{{{sel}}} - "
                              f"soak_consensus_committed_height{{{sel}}}", DOWN)
     lag = _by_node(rng(lag_expr))
@@ -50,9 +59,8 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
     fds = _by_node(rng(f"soak_process_open_fds{{{sel}}}"))
     disk = _by_node(rng(f"soak_node_disk_bytes{{{sel}}}"))
     failed = rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="failed"}})')
-    total = rng(f"sum by (node) (soak_distfs_checks_total{{{sel}}})")
-    ratio = _by_node(rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="failed"}}) / '
-                         f"sum by (node) (soak_distfs_checks_total{{{sel}}}) > -1"))
+    passed = rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="passed"}})')
+    total, ratio = _checks(_by_node(failed), _by_node(passed))
     chaos = rng(f"max by (node, action) (soak_chaos_active{{{sel}}}) > 0")
     inv = rng(f"min by (node) (soak_reward_invariant_ok{{{sel}}})")
     reports = rng(f"sum by (node) (soak_reports_total{{{sel}}})")
@@ -75,7 +83,7 @@ def collect_figures(prom: Prom, results: "tuple[GateResult, ...]", run_id: str |
                for lab, pts in chaos for s, e in _spans(pts, step)]
     series = {"heights": heights, "lag": lag, "rss": rss, "fds": fds, "disk": disk, "distfs_ratio": ratio,
               "chaos_windows": windows}
-    return figures, series, _timeline(prom, sel, topology, since, until, step)
+    return figures, series, _timeline(rng, sel, topology, since)
 
 
 def _spans(points: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:
@@ -93,18 +101,31 @@ TIMELINE_COLUMNS = ("topology", "node", "epoch_index", "observed_at_unix_ms", "c
                     "invariant_ok", "report_path", "observed_at_utc", "secs_since_start")
 
 
-def _timeline(prom: Prom, sel: str, topology: str, since: float, until: float,
-              step: float) -> tuple[dict[str, Any], ...]:
+def _checks(failed: dict[str, Points], passed: dict[str, Points]) -> tuple[Rows, dict[str, Points]]:
+    """Per node, all checks (failed + passed, where either has a sample) and the failed ratio
+    (where there were checks), at the range queries' common steps."""
+    total: Rows = []
+    ratio: dict[str, Points] = {}
+    for node in sorted(set(failed) | set(passed)):
+        f, p = dict(failed.get(node, [])), dict(passed.get(node, []))
+        points = [(t, f.get(t, 0.0) + p.get(t, 0.0)) for t in sorted(set(f) | set(p))]
+        total.append(({"node": node}, points))
+        shares = [(t, f[t] / n) for t, n in points if t in f and n > 0]
+        if shares:   # failed / total like PromQL: where a failed sample exists and there were checks
+            ratio[node] = shares
+    return total, ratio
+
+
+def _timeline(rng: Callable[[str], Rows], sel: str, topology: str, since: float) -> tuple[dict[str, Any], ...]:
     """One row per new epoch report per node, time-ordered (old columns first)."""
     metric = {
         "epoch_index": "soak_report_last_epoch_index", "observed": "soak_report_last_observed_timestamp_seconds",
         "committed_height": "soak_consensus_committed_height",
         "network_committed_height": "soak_consensus_network_committed_height",
         "invariant_ok": "soak_reward_invariant_ok"}
-    data = {k: _by_node(prom.range(f"{m}{{{sel}}}", since, until, step)) for k, m in metric.items()}
+    data = {k: _by_node(rng(f"{m}{{{sel}}}")) for k, m in metric.items()}
     for result in ("passed", "failed"):
-        data[result] = _by_node(prom.range(f'sum by (node) (soak_distfs_checks_total{{{sel},result="{result}"}})',
-                                           since, until, step))
+        data[result] = _by_node(rng(f'sum by (node) (soak_distfs_checks_total{{{sel},result="{result}"}})'))
     rows = []
     for node, points in data["epoch_index"].items():
         at = {k: dict(data[k].get(node, [])) for k in data}

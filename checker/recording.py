@@ -1,6 +1,6 @@
 """Recorded gate values for data that never had the rules run over it (a backfilled history,
 an archived TSDB): ``promtool tsdb create-blocks-from rules`` evaluates the gates' recording
-rules (soak:gate_value, the ``soak-gate-values`` group generated from ``alerts.gates``) over
+rules (soak:gate_value and soak:gate_coverage, the ``soak-gate-values`` group of ``alerts.generate``) over
 a span against a Prometheus that holds the raw data, and writes the recordings as TSDB
 blocks. Copied into that Prometheus's data folder and loaded (a restart), the checker then
 judges from them (``checker.api.judge_recorded``) like on a live run's TSDB.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from alerts.gates import GATES
+from alerts.generate import gate_value_group
 from soakcore.errors import EvaluationError
 from soakcore.services import PROMTOOL_BIN, find_binary
 
@@ -26,9 +26,9 @@ EVAL_INTERVAL_SECS = 15.0
 
 
 def gate_value_rules() -> dict[str, object]:
-    """The recording rules of the gate values only (alerting rules are not backfilled)."""
-    return {"groups": [{"name": "soak-gate-values", "rules": [
-        {"record": "soak:gate_value", "expr": g.value, "labels": {"gate": g.name}} for g in GATES]}]}
+    """The recording rules of the gate values and their coverage only (alerting rules are not
+    backfilled, so the coverage does not say the alert rules ran)."""
+    return {"groups": [gate_value_group(alerting=False)]}
 
 
 def record_gate_values(prometheus_url: str, start: float, end: float, out_dir: Path,

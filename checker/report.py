@@ -264,9 +264,9 @@ def _stamp(text: str | None) -> float | None:
 def _timeline(path: Path, verdicts: Sequence[TopologyVerdict]) -> None:
     rows = sorted((r for v in verdicts for r in v.timeline), key=lambda r: (r["observed_at_unix_ms"] or 0, r["topology"], r["node"]))
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=TIMELINE_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(fh)
+        w.writerow(TIMELINE_COLUMNS)
+        w.writerows([r.get(c, "") for c in TIMELINE_COLUMNS] for r in rows)
 
 
 def _junit_time(ts: float | None) -> str:
