@@ -55,13 +55,15 @@ def _get(obj: dict[str, Any], path: str, key: str) -> Any:
     return value
 
 
-def _obj(obj: dict[str, Any], path: str, key: str, nullable: bool = False) -> dict[str, Any] | None:
+def _obj(obj: dict[str, Any], path: str, key: str) -> dict[str, Any]:
     value = _get(obj, path, key)
-    if value is None and nullable:
-        return None
     if type(value) is not dict:
         raise ReportError("status", f"{path}.{key}: expected an object, got {type(value).__name__}")
     return value
+
+
+def _obj_or_null(obj: dict[str, Any], path: str, key: str) -> dict[str, Any] | None:
+    return None if _get(obj, path, key) is None else _obj(obj, path, key)
 
 
 def _u64(obj: dict[str, Any], path: str, key: str, nullable: bool = False) -> Any:
@@ -91,11 +93,9 @@ def _totals(block: dict[str, Any] | None, path: str, unit: str) -> tuple[int, in
     if block is None:
         return None
     totals = _obj(block, path, "totals")
-    assert totals is not None
     out = []
     for direction in ("inbound", "outbound"):
         d = _obj(totals, f"{path}.totals", direction)
-        assert d is not None
         out += [_u64(d, f"{path}.totals.{direction}", unit), _u64(d, f"{path}.totals.{direction}", "payload_bytes")]
     return out[0], out[1], out[2], out[3]
 
@@ -106,12 +106,10 @@ def parse_g2(doc: dict[str, Any]) -> G2Status:
     obs = _obj(doc, "<root>", "observability")
     storage = _obj(doc, "<root>", "storage")
     traffic = _obj(doc, "<root>", "traffic")
-    assert cons is not None and obs is not None and storage is not None and traffic is not None
     fin = _obj(cons, "consensus", "recent_finality_latency")
     queue = _obj(cons, "consensus", "pending_consensus_actions")
     rejected = _obj(cons, "consensus", "inbound_timing_rejections")
     by_dir = _obj(storage, "storage", "bytes_by_dir")
-    assert fin is not None and queue is not None and rejected is not None and by_dir is not None
     gc = _get(storage, "storage", "last_gc_result")
     if gc not in GC_RESULTS:
         raise ReportError("status", f"storage.last_gc_result: expected one of {GC_RESULTS}, got {gc!r:.40}")
@@ -129,7 +127,7 @@ def parse_g2(doc: dict[str, Any]) -> G2Status:
         orphan_blobs=_u64(storage, "storage", "orphan_blob_count"),
         gc_result=gc,
         replication_errors=_u64(obs, "observability", "recent_replication_error_count"),
-        udp=_totals(_obj(traffic, "traffic", "udp_gossip", nullable=True), "traffic.udp_gossip", "datagrams"),
-        libp2p=_totals(_obj(traffic, "traffic", "libp2p_replication", nullable=True), "traffic.libp2p_replication",
+        udp=_totals(_obj_or_null(traffic, "traffic", "udp_gossip"), "traffic.udp_gossip", "datagrams"),
+        libp2p=_totals(_obj_or_null(traffic, "traffic", "libp2p_replication"), "traffic.libp2p_replication",
                        "messages"),
     )

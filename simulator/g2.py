@@ -111,7 +111,7 @@ class G2Output:
     def _clock(self, now_ms: int) -> None:
         """Slots and ticks of the PoS clock that passed since our last tick (a pause) are missed."""
         s, clock = self.s, slot_clock(self.s, now_ms)
-        if s.last_slot is not None:
+        if s.last_slot is not None and s.last_tick is not None:
             s.missed_slots += max(0, clock["slot"] - s.last_slot - 1)
             s.missed_ticks += max(0, clock["last_observed_tick"] - s.last_tick - 1)
         s.last_slot, s.last_tick = clock["slot"], clock["last_observed_tick"]
