@@ -15,8 +15,14 @@ add ``numgen random`` and ``limit rate`` drops on the node's ports, and ``delay`
 node's ports send through an NFQUEUE that a runner-owned reader (runner/nfqueue.py) lets go late. Probes that must carry a
 node's real source port are sent from a raw socket (root), so nothing needs to bind it.
 
-Not cut: TCP connections the node itself dials to its peers' listeners from an ephemeral port
-(nothing on loopback tells them apart from the other peers' dials without per-process cgroups).
+Per-peer TCP: on one host a node's dials to its peers leave from ephemeral ports that no port
+rule can tell apart per peer. So where a cgroup v2 hierarchy lies under /sys/fs/cgroup (nft
+resolves ``socket cgroupv2`` paths there) each node is launched in its own cgroup
+``soak_<tag>/<node>`` (``cgroup_launcher``: the shell writes its pid to cgroup.procs, then execs
+the node, so every socket the node makes carries that cgroup), and ``partition`` matches TCP by
+socket: in the output hook what a node's sockets send to a peer's listen ports, in the input
+hook (a socket lookup: the receiving socket) what a peer's listener sends to the node's dials.
+Without such a hierarchy TCP is cut only from every peer at once (the node's listen ports).
 """
 from __future__ import annotations
 
@@ -26,14 +32,23 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from runner import nfqueue
 from soakcore.errors import SoakError
 
 TABLE_PREFIX = "soak_"
+CGROUP_FS = Path("/sys/fs/cgroup")   # where nft resolves `socket cgroupv2` paths
+# Launch a node inside a cgroup ($0): a constant script, the directory and argv as arguments.
+CGROUP_EXEC = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+DELAY_PRIORITY = 100  # the delay table's output chain runs after the drop tables' (priority 0)
 SO_TIMESTAMPNS = 35  # Linux: receive timestamps as struct timespec (not in Python's socket module)
+SO_SNDBUFFORCE = 32
+PROBE_SNDBUF = 8 << 20  # a probe burst's datagrams held by a delay stay charged to its socket
 
 
 class NetCutError(SoakError):
@@ -55,11 +70,75 @@ def _nft(*args: str) -> None:
         raise NetCutError(f"nft {' '.join(args)}: {res.stderr.strip()}")
 
 
-def _table(tag: str) -> str:
+def _table(tag: str, priority: int = 0) -> str:
     table = TABLE_PREFIX + tag
     _nft("add", "table", "inet", table)
-    _nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy accept ; }")
+    _nft("add", "chain", "inet", table, "out", f"{{ type filter hook output priority {priority} ; policy accept ; }}")
     return table
+
+
+def cgroup_root() -> Path | None:
+    """The cgroup v2 mount at or under /sys/fs/cgroup (e.g. /sys/fs/cgroup/unified on a hybrid
+    host) where this process may make cgroups, else None."""
+    if available():
+        return None
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for fields in (line.split() for line in mounts):
+        if len(fields) > 2 and fields[2] == "cgroup2" and Path(fields[1]).is_relative_to(CGROUP_FS) \
+                and os.access(fields[1], os.W_OK):
+            return Path(fields[1])
+    return None
+
+
+def node_cgroups(tag: str, nodes: tuple[str, ...]) -> dict[str, Path]:
+    """A cgroup per node, ``<cgroup v2>/soak_<tag>/<node>`` ({} where there is none)."""
+    root = cgroup_root()
+    if root is None:
+        return {}
+    made = {}
+    for node in nodes:
+        path = root / (TABLE_PREFIX + tag) / node
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return {}
+        made[node] = path
+    return made
+
+
+def cgroup_launcher(cgroup: Path) -> tuple[str, ...]:
+    """The argv prefix that starts a program inside ``cgroup`` (the same pid: sh execs it)."""
+    return ("/bin/sh", "-c", CGROUP_EXEC, str(cgroup))
+
+
+def _socket_in(cgroup: Path) -> tuple[str, ...]:
+    """nft: the packet's socket belongs to ``cgroup`` (or a cgroup below it)."""
+    level = len(cgroup.relative_to(_mount_of(cgroup)).parts)
+    return ("socket", "cgroupv2", "level", str(level), f'"{cgroup.relative_to(CGROUP_FS)}"')
+
+
+def _mount_of(cgroup: Path) -> Path:
+    root = cgroup_root()
+    if root is None or not cgroup.is_relative_to(root):
+        raise NetCutError(f"{cgroup} is not in this host's cgroup v2 hierarchy")
+    return root
+
+
+def _remove_cgroups(owner: int | None) -> None:
+    """Remove the (empty) node cgroups of runner ``owner`` (None: of every runner that is gone)."""
+    root = cgroup_root()
+    for top in root.glob(TABLE_PREFIX + "*") if root else ():
+        pid = owner_of(top.name)
+        if pid is None or (pid != owner if owner is not None else pid_alive(pid)):
+            continue
+        for path in (*(p for p in top.iterdir() if p.is_dir()), top):
+            try:
+                path.rmdir()
+            except OSError:
+                pass   # a process still in it: the reaper, or the next run, removes it later
 
 
 def _set(ports: tuple[int, ...]) -> str:
@@ -74,9 +153,9 @@ def _on_ports(table: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], *v
                 _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, direction, _set(group), *verdict)
 
 
-def _made(tag: str, build: Callable[[str], None]) -> str:
+def _made(tag: str, build: Callable[[str], None], priority: int = 0) -> str:
     """A table built by ``build``; a table half-built when nft fails is deleted again."""
-    table = _table(tag)
+    table = _table(tag, priority)
     try:
         build(table)
     except BaseException:
@@ -90,18 +169,38 @@ def cut(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...] = ()) -> st
     return _made(tag, lambda table: _on_ports(table, ports, tcp_ports, "drop"))
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A node as TCP sees it: its cgroup (every socket it makes) and its listen ports."""
+    cgroup: Path
+    listen: tuple[int, ...]
+
+
 def partition(tag: str, ports: tuple[int, ...], peer_ports: tuple[int, ...], direction: str = "both",
-              tcp_ports: tuple[int, ...] = ()) -> str:
+              tcp_ports: tuple[int, ...] = (), tcp_links: tuple[tuple[Endpoint, Endpoint], ...] = ()) -> str:
     """Drop loopback UDP from ``ports`` to ``peer_ports`` (direction ``to``), from ``peer_ports``
-    to ``ports`` (``from``) or both, and TCP to and from ``tcp_ports`` (the node's replication
-    listeners, when it is partitioned from every peer). Every other pair of ports still talks."""
+    to ``ports`` (``from``) or both; TCP to and from ``tcp_ports`` (the node's listeners, when
+    it is partitioned from every peer and no cgroups are at hand); and for each (src, dst) of
+    ``tcp_links`` the TCP src sends to dst: on src's dials to dst's listeners (output hook,
+    src's sockets) and from src's listeners to dst's dials (input hook, dst's sockets).
+    Every other pair still talks."""
     def build(table: str) -> None:
         pairs = {"to": [(ports, peer_ports)], "from": [(peer_ports, ports)],
                  "both": [(ports, peer_ports), (peer_ports, ports)]}[direction]
         for src, dst in pairs:
-            _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", _set(src),
-                 "udp", "dport", _set(dst), "counter", "drop")
+            if src and dst:
+                _nft("add", "rule", "inet", table, "out", "oifname", "lo", "udp", "sport", _set(src),
+                     "udp", "dport", _set(dst), "counter", "drop")
         _on_ports(table, (), tcp_ports, "counter", "drop")
+        if tcp_links:
+            _nft("add", "chain", "inet", table, "in", "{ type filter hook input priority 0 ; policy accept ; }")
+        for a, b in tcp_links:
+            if b.listen:
+                _nft("add", "rule", "inet", table, "out", "oifname", "lo", *_socket_in(a.cgroup), "tcp", "dport",
+                     _set(b.listen), "counter", "drop")
+            if a.listen:
+                _nft("add", "rule", "inet", table, "in", "iifname", "lo", "tcp", "sport", _set(a.listen),
+                     *_socket_in(b.cgroup), "counter", "drop")
     return _made(tag, build)
 
 
@@ -130,7 +229,9 @@ def limit(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], bytes_pe
 def delay(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], queue: int) -> str:
     """Send what the node's ports send (UDP from ``ports``, TCP from ``tcp_ports``: the node's
     egress, as Chaos Mesh delays a pod's egress) to NFQUEUE ``queue`` with bypass: a chain
-    ``delayq`` holding the queue rule, jumped to from the output chain."""
+    ``delayq`` holding the queue rule, jumped to from the output chain. Its chain comes after
+    every other fault's (priority DELAY_PRIORITY): a packet that loss, partition or bandwidth
+    drops is refused at once (EPERM, what their probes count), not silently after its delay."""
     def build(table: str) -> None:
         _nft("add", "chain", "inet", table, "delayq")
         nfqueue.add_queue_rule(table, "delayq", queue)
@@ -138,7 +239,7 @@ def delay(tag: str, ports: tuple[int, ...], tcp_ports: tuple[int, ...], queue: i
             if group:
                 _nft("add", "rule", "inet", table, "out", "oifname", "lo", proto, "sport", _set(group),
                      "counter", "jump", "delayq")
-    return _made(tag, build)
+    return _made(tag, build, DELAY_PRIORITY)
 
 
 def heal(table: str) -> str | None:
@@ -169,14 +270,18 @@ def owner_of(table: str) -> int | None:
 
 
 def heal_owned(pid: int) -> list[str]:
-    """Delete every table of runner ``pid``; returns the names of those that could not be deleted."""
-    return [t for t in list_tables() if owner_of(t) == pid and heal(t) is not None]
+    """Delete every table of runner ``pid`` (and its empty node cgroups); returns the names of
+    the tables that could not be deleted."""
+    failed = [t for t in list_tables() if owner_of(t) == pid and heal(t) is not None]
+    _remove_cgroups(pid)
+    return failed
 
 
 def heal_stale() -> list[str]:
     """Delete tables left by runners that no longer exist (killed mid-cut); returns their names.
     Concurrent runs' tables are left alone. Cleanup runs first and last."""
     stale = [t for t in list_tables() if owner_of(t) is not None and not pid_alive(owner_of(t) or 0)]
+    _remove_cgroups(None)
     return [t for t in stale if heal(t) is None]
 
 
@@ -214,6 +319,30 @@ def probe_tcp_blocked(host: str, port: int, timeout: float = 1.0) -> bool:
     return False
 
 
+PROBE_CONNECT = """
+import errno, socket, sys
+s = socket.socket()
+s.settimeout(float(sys.argv[2]))
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    print("open")
+except TimeoutError:
+    print("blocked")
+except OSError as exc:
+    print("blocked" if exc.errno == errno.EPERM else "open")
+"""
+
+
+def probe_tcp_blocked_from(cgroup: Path, port: int, timeout: float = 1.0) -> bool:
+    """``probe_tcp_blocked`` from a short-lived process inside ``cgroup`` (as the node there
+    would dial): True when the connect times out or is refused with EPERM."""
+    res = subprocess.run([*cgroup_launcher(cgroup), sys.executable, "-c", PROBE_CONNECT, str(port), str(timeout)],
+                         capture_output=True, text=True, timeout=timeout + 10)
+    if res.stdout.strip() not in ("open", "blocked"):
+        raise NetCutError(f"tcp probe from {cgroup} failed: {res.stderr.strip()[-300:]}")
+    return res.stdout.strip() == "blocked"
+
+
 def probe_pair_blocked(sport: int, dport: int, host: str = "127.0.0.1") -> bool:
     """True when a UDP datagram from port ``sport`` to ``dport`` is refused by a rule (EPERM).
     Sent from a raw socket, so it carries a node's real port without binding it (root only);
@@ -234,6 +363,7 @@ def _raw_burst(sport: int, payload: int, until: Callable[[int], bool]) -> tuple[
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, \
             socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
         sink.bind(("127.0.0.1", 0))
+        raw.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, PROBE_SNDBUF)
         dport = sink.getsockname()[1]
         packet = struct.pack("!HHHH", sport, dport, 8 + payload, 0) + b"p" * payload
         started = time.monotonic()
@@ -241,6 +371,9 @@ def _raw_burst(sport: int, payload: int, until: Callable[[int], bool]) -> tuple[
             try:
                 raw.sendto(packet, ("127.0.0.1", dport))
             except OSError as exc:
+                if exc.errno == errno.ENOBUFS:   # a delay holds what was sent: wait, not counted
+                    time.sleep(0.001)
+                    continue
                 if exc.errno != errno.EPERM:
                     raise
                 refused += 1
@@ -261,7 +394,10 @@ def probe_latency_ms(sport: int, count: int = 20, timeout: float = 3.0) -> list[
         dport = sink.getsockname()[1]
         for i in range(count):
             sent[i] = time.time()
-            raw.sendto(struct.pack("!HHHHI", sport, dport, 12, 0, i), ("127.0.0.1", dport))
+            try:
+                raw.sendto(struct.pack("!HHHHI", sport, dport, 12, 0, i), ("127.0.0.1", dport))
+            except PermissionError:   # refused (a loss or cut table as well): never arrives
+                sent.pop(i)
             time.sleep(0.005)
         deadline = time.monotonic() + timeout
         while sent and time.monotonic() < deadline:

@@ -17,7 +17,10 @@ Kernel behaviour to know (net/netfilter/nfnetlink_queue.c, ``nfqnl_nf_hook_drop`
 netfilter hook is unregistered in the network namespace (any nft table with a base chain is
 deleted, ours at heal time or another run's), every queued packet of every queue is dropped.
 So at those moments the packets in flight (at most delay_ms + jitter_ms of the node's egress)
-are lost rather than late; TCP retransmits them, gossip sends again.
+are lost rather than late; TCP retransmits them, gossip sends again. And a queued packet is let
+go by its index in the hook list: when a base chain is added meanwhile (another fault's table),
+the index can point one chain earlier, and the packet goes through our chain again (held twice).
+Both happen only to the packets in flight when a table comes or goes.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ class NodeProc:
     intended_down: bool = False   # chaos (or shutdown) took it down on purpose
     crashes: list[str] = field(default_factory=list)
     first_started_at: float | None = None  # unix s of the first start in this run
+    launch_prefix: tuple[str, ...] = ()    # argv before the node's own (chaos: start it in its cgroup)
 
     @property
     def pid(self) -> int | None:
@@ -46,7 +47,7 @@ class NodeProc:
         (self.spec.log_dir / "command.txt").write_text(shlex.join(self.spec.argv) + "\n")
         with open(self.spec.log_dir / "stdout.log", "ab") as out, open(self.spec.log_dir / "stderr.log", "ab") as err:
             # Own session: a Ctrl-C on the terminal reaches the runner only, which stops nodes in order.
-            self.proc = subprocess.Popen(self.spec.argv, cwd=self.spec.work_dir, stdout=out, stderr=err,
+            self.proc = subprocess.Popen([*self.launch_prefix, *self.spec.argv], cwd=self.spec.work_dir, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
         self.intended_down = False
         if self.first_started_at is None:

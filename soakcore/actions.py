@@ -101,19 +101,26 @@ ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
     # can leave the node (or, on the sequencer, the topology) without a quorum of links, so it
     # excuses what a disconnect excuses, with the same catch-up grace.
     Action("partition", takes_node_away=True, stops_commits=True, grace_secs=15,
-           summary="only the links between node and peers cut (gossip UDP both ways; replication TCP "
-                   "when peers is every other node)",
+           summary="only the links between node and peers cut (gossip UDP; replication TCP per peer where the "
+                   "nodes run in cgroups, else only when peers is every other node)",
            fields=(Field("peers", "nodes", "the nodes cut off from `node`", default=None),
                    Field("direction", "choice", "both; to: node -> peers only; from: peers -> node only",
                          default="both", choices=("both", "to", "from"))),
            chaos_mesh="NetworkChaos partition (direction both/to/from, target: peers)",
            how="nftables drops UDP whose source is one of the node's gossip ports and destination one of "
-               "a peer's (`to`), the reverse (`from`), or both: exactly those links. TCP replication is cut "
-               "(the node's listen ports, as disconnect) only when `peers` is every other node and the "
-               "direction both: on one host a node's dials to its peers leave from ephemeral ports that "
-               "cannot be told apart per peer. Raw-socket probes carrying the real ports must show the cut "
-               "pair refused and another link (the node to a node outside peers, two peers, or the other "
-               "direction) delivering; after the table is deleted the cut pair must deliver again."),
+               "a peer's (`to`), the reverse (`from`), or both: exactly those links. TCP: on a host with a "
+               "writable cgroup v2 hierarchy under /sys/fs/cgroup every node is launched in its own cgroup "
+               "`soak_<runner pid>_<topology>/<node>`, and for each cut direction A -> B the table drops what "
+               "A's sockets send to B's replication listen ports (output hook, `socket cgroupv2`) and what A's "
+               "listeners send to B's sockets (input hook, socket lookup): exactly that pair's TCP, and TCP "
+               "needs both directions, so a one-way partition breaks the pair's connections both ways, as on "
+               "a real network. Without cgroups TCP is cut (the node's listen ports, as disconnect) only when "
+               "`peers` is every other node and the direction both. Raw-socket probes carrying the real "
+               "ports must show the cut pair refused and another link (the node to a node outside peers, two "
+               "peers, or the other direction) delivering; with cgroups a TCP connect from the node's cgroup "
+               "to a peer's listener must time out and one to a node outside peers (or between two peers) "
+               "must connect. After the table is deleted the cut pair must deliver (and connect) again, else "
+               "a heal error."),
     # Lost packets are retried, so the node stays: nothing is taken away and commits go on.
     # Its height may still trail while loss is high; the lag gate reads takes_node_away, so a
     # loss heavy enough to lag is a real finding. Grace 10 s: one report after the loss ends.
@@ -220,8 +227,12 @@ def render_doc() -> str:
     lines += ["", "## How each action is made, verified and healed", ""]
     lines += [f"- `{a.name}`: {a.how}" for a in ACTIONS.values() if a.how]
     lines += ["", "Network faults need root and nftables: each is a table `inet soak_<runner pid>_...` with an "
-              "output-hook chain on `lo` (no netem needed); deleting the table heals it, and a later run "
-              "deletes the tables of a runner that died.", ""]
+              "output-hook chain on `lo` (no netem needed; `partition` adds an input-hook chain, `delay` runs "
+              "its chain after the others so what they drop is refused at once); deleting the table heals it. "
+              "The run deletes its tables and node cgroups at its end; after a SIGKILLed runner its reaper does "
+              "(it also ends the delay readers, which carry the run's marker), and failing that the next run "
+              "deletes what a runner that no longer exists left, and says so. Without root there is no relay "
+              "fallback yet: network faults are logged as skipped, never turned into a pause.", ""]
     planned = [f"`{n}`" for n in PLANNED if n not in ACTIONS]
     if planned:
         lines += [f"Planned, not built yet (issue 11): {', '.join(planned)}.", ""]

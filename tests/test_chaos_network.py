@@ -123,6 +123,36 @@ def test_a_partition_drops_exactly_the_named_links(sockets: Sockets, direction: 
     assert all(sockets.delivers(*pair) for pair in cut)
 
 
+@pytest.mark.parametrize("direction", ["both", "to", "from"])
+def test_a_partition_drops_exactly_the_tcp_between_the_node_and_its_peer_by_cgroup(direction: str) -> None:
+    """Three 'nodes' a, b, c: a cgroup each and a listener each; a is partitioned from b. A TCP
+    connect from a's cgroup to b's listener and from b's to a's must fail (TCP needs both
+    directions, so any direction cuts it); every link with c keeps connecting."""
+    tag = netcut.table_tag(os.getpid(), "test", "tcp", direction)
+    cgroups = netcut.node_cgroups(tag, ("a", "b", "c"))
+    assert set(cgroups) == {"a", "b", "c"}, "this machine has a writable cgroup v2 hierarchy"
+    listeners = {n: socket.socket() for n in cgroups}
+    try:
+        for sock in listeners.values():
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(64)
+        ends = {n: netcut.Endpoint(cgroups[n], (listeners[n].getsockname()[1],)) for n in cgroups}
+        links = {"to": [("a", "b")], "from": [("b", "a")], "both": [("a", "b"), ("b", "a")]}[direction]
+        table = netcut.partition(tag, (), (), direction, (), tuple((ends[x], ends[y]) for x, y in links))
+        try:
+            blocked = {(x, y): netcut.probe_tcp_blocked_from(cgroups[x], ends[y].listen[0], 0.5)
+                       for x in cgroups for y in cgroups if x != y}
+        finally:
+            assert netcut.heal(table) is None
+        assert blocked == {pair: pair in (("a", "b"), ("b", "a")) for pair in blocked}
+        assert not netcut.probe_tcp_blocked_from(cgroups["a"], ends["b"].listen[0], 0.5), "healed"
+    finally:
+        for sock in listeners.values():
+            sock.close()
+        netcut.heal_owned(os.getpid())
+    assert not any(path.exists() for path in cgroups.values()), "the cgroups are removed"
+
+
 def test_loss_drops_that_share_of_the_ports_packets_both_ways(sockets: Sockets) -> None:
     p = sockets.ports
     table = netcut.loss(netcut.table_tag(os.getpid(), "test", "loss"), (p[0],), (), 30)
@@ -226,6 +256,20 @@ def test_a_delay_whose_reader_died_lets_packets_through_undelayed(sockets: Socke
         assert netcut.heal(table) is None
 
 
+def test_loss_under_a_delay_is_still_refused_at_once_and_the_rest_arrives_late(sockets: Sockets) -> None:
+    p = sockets.ports
+    tag = netcut.table_tag(os.getpid(), "test", "both")
+    line = nfqueue.DelayLine.start(nfqueue.queue_base(tag), 100, 0, 1)
+    tables = [netcut.delay(tag + "_d", (p[0],), (), line.queue), netcut.loss(tag + "_l", (p[0],), (), 30)]
+    try:   # the delay table was made first, yet the loss table judges first (netcut.DELAY_PRIORITY)
+        assert 25 <= 100 * netcut.probe_loss(p[0]) <= 35
+        latency = netcut.probe_latency_ms(p[0], 20)
+        assert 5 <= len(latency) <= 19 and 99 <= min(latency), latency
+    finally:
+        assert [netcut.heal(t) for t in tables] == [None, None]
+        assert line.stop() == 0
+
+
 def test_a_delay_reader_exits_when_its_runner_closes_the_pipe_and_skips_busy_queues() -> None:
     first = nfqueue.DelayLine.start(nfqueue.queue_base("busy"), 10, 0, 1)
     second = nfqueue.DelayLine.start(first.queue, 10, 0, 1)
@@ -237,6 +281,6 @@ def test_a_delay_reader_exits_when_its_runner_closes_the_pipe_and_skips_busy_que
 
 def test_the_network_example_plan_is_valid_and_uses_the_network_actions() -> None:
     events = load_plan(Path(__file__).resolve().parent.parent / "examples" / "chaos-network.json", TOPOLOGY_NODES, 90)
-    assert {e.action for e in events if e.applies_to("triad")} == {"loss", "bandwidth"}
-    assert {e.action for e in events if e.applies_to("triad_distributed")} == {"partition", "loss", "bandwidth"}
+    assert {e.action for e in events if e.applies_to("triad")} == {"loss", "delay", "bandwidth"}
+    assert {e.action for e in events if e.applies_to("triad_distributed")} == {"partition", "loss", "delay", "bandwidth"}
     assert all(action in ACTIONS for action in {e.action for e in events})

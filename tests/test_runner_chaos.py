@@ -3,6 +3,7 @@ that dies outside chaos is supervised as a crash, never counted as chaos."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def _stop(topo: Topology) -> None:
     topo.chaos.heal_all()
     for node in topo.nodes.values():
         node.stop()
+    netcut.heal_owned(os.getpid())   # the nodes' cgroups (a run does this at its end)
 
 
 def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
