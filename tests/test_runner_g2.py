@@ -27,6 +27,7 @@ from runner.plan import ChaosEvent
 from runner.soak import Topology
 from runner.topology import NodeSpec
 from simulator.testing import g2_script_argv, port_block
+from soakcore.actions import ACTIONS
 from soakcore.errors import UsageError
 from soakcore.services import http_get_json
 from soakrun import SoakRun, start_soak
@@ -275,13 +276,25 @@ def test_a_g2_node_that_exits_during_start_up_fails_the_topology_at_once_with_it
 # --- G2 soaks end to end on the simulator ------------------------------------------------------
 
 DURATION = 45
-PLAN = [  # every chaos action, on every role, inside a 45 s window
+PLAN = [  # every chaos action but corrupt_store (it fails the DistFS gates on purpose), inside a 45 s
+    # window; on each node the process faults and the network faults never overlap among themselves
     {"id": "g2-restart", "at_sec": 4, "node": "sequencer", "action": "restart", "down_secs": 1},
+    {"id": "g2-partition", "at_sec": 4, "node": "storage", "action": "partition", "duration_secs": 4,
+     "peers": ["observer"]},
+    {"id": "g2-clock-skew", "at_sec": 5, "node": "observer", "action": "clock_skew", "duration_secs": 3,
+     "offset_ms": 2000},
     {"id": "g2-kill", "at_sec": 10, "node": "storage", "action": "kill", "down_secs": 1},
+    {"id": "g2-delay", "at_sec": 12, "node": "sequencer", "action": "delay", "duration_secs": 5,
+     "delay_ms": 100, "jitter_ms": 10},
     {"id": "g2-pause", "at_sec": 16, "node": "observer", "action": "pause", "duration_secs": 4},
+    {"id": "g2-bandwidth", "at_sec": 19, "node": "storage", "action": "bandwidth", "duration_secs": 4,
+     "rate_kbit": 1024},
     {"id": "g2-disconnect", "at_sec": 23, "node": "observer", "action": "disconnect", "duration_secs": 5},
     {"id": "g2-pressure", "at_sec": 30, "node": "storage", "action": "challenge_pressure", "duration_secs": 6},
+    {"id": "g2-loss", "at_sec": 31, "node": "sequencer", "action": "loss", "duration_secs": 5, "percent": 10},
 ]
+# Relaunches each action makes (clock_skew: into the skew and out of it).
+RELAUNCHES = {"restart": 1, "kill": 1, "clock_skew": 2}
 FAULT = ["--node-arg=storage=--fault-distfs-fail-ratio=0.5", "--node-arg=storage=--fault-distfs-fail-reason=HASH_MISMATCH"]
 # Slim G2 epoch files carry DistFS totals only (no reasons): the reason-burst gate cannot see it.
 FAULT_FAILS = {"distfs_failure_ratio_high", "distfs_recent_failure_ratio_high"}
@@ -325,7 +338,8 @@ def test_g2_soak_on_the_simulator_runs_every_chaos_action_and_leaves_the_verdict
     rows = list(csv.reader((d / "chaos_events.log").read_text().splitlines()[1:], delimiter="|"))
     done = {r[2]: (r[3], r[6]) for r in rows if r[3] != "start"}
     cut = netcut.available() is None
-    assert {k: v[0] for k, v in done.items()} == {e["id"]: "completed" if cut or e["action"] != "disconnect"
+    network = {a for a, spec in ACTIONS.items() if spec.chaos_mesh.startswith("NetworkChaos")}
+    assert {k: v[0] for k, v in done.items()} == {e["id"]: "completed" if cut or e["action"] not in network
                                                   else "skipped" for e in PLAN}, rows
     state = json.loads((d / topology / "run_state.json").read_text())
     by_node = {n["node"]: n for n in state["nodes"]}
@@ -333,6 +347,9 @@ def test_g2_soak_on_the_simulator_runs_every_chaos_action_and_leaves_the_verdict
     base = json.loads((d / "run_config.json").read_text())["launch"]["base_port"]
     if cut:   # the observer's gossip UDP and its replication TCP port (case_base+3, +43) were cut
         assert done["g2-disconnect"][1] == f"udp ports {base + 3} and tcp ports {base + 43} cut 5s and healed"
+        # per-peer TCP (each node in its own cgroup): storage's replication link to the observer
+        # dropped, its link to the sequencer still connecting
+        assert "; tcp storage -> observer dropped, storage -> sequencer connecting;" in done["g2-partition"][1]
     key = (d / topology / "config.toml").read_bytes()
     for role, n in by_node.items():
         work = Path(n["work_dir"])
@@ -341,7 +358,8 @@ def test_g2_soak_on_the_simulator_runs_every_chaos_action_and_leaves_the_verdict
         assert any(Path(n["report_dir"]).glob("epoch-*.json")), f"{role} wrote no epoch file"
         assert (work / "config.toml").read_bytes() == key
         assert n["restarts"]["crash"] == 0
-    assert by_node["sequencer"]["restarts"]["chaos"] == 1 and by_node["storage"]["restarts"]["chaos"] == 1
+    assert {role: n["restarts"]["chaos"] for role, n in by_node.items()} == {
+        role: sum(RELAUNCHES.get(str(e["action"]), 0) for e in PLAN if e["node"] == role) for role in ROLES}
     if case == "green":
         assert summary["overall_status"] == "ok" and not _failed(run), run.gates()
         # the data the gates need came from the G2 nodes
