@@ -1,4 +1,5 @@
-"""The rendered Chaos Mesh and Prometheus Operator objects against the real CRDs
+"""The rendered core objects against Kubernetes' own schemas (kubernetes-validate --strict), and
+the Chaos Mesh and Prometheus Operator objects against the real CRDs
 (tests/fixtures/k8s/crds/, with their sources), closed against unknown fields (the API server
 would prune a typo silently), plus the webhook-only rules (``soakk8s.checks``), each shown to
 reject what the cluster would refuse."""
@@ -6,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,8 +16,10 @@ import pytest
 import yaml
 
 from conftest import FIXTURES
-from soakk8s import checks
+from soakk8s import checks, render
 from test_k8s_render import CASES, render_case
+
+CORE_KINDS = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "Service", "StatefulSet", "ConfigMap")
 
 CRDS = FIXTURES / "k8s" / "crds"
 CRD_FILES = {"Workflow": "chaos-mesh/chaos-mesh.org_workflows.yaml",
@@ -41,6 +46,25 @@ def close(schema: Any) -> Any:
     if isinstance(schema, list):
         return [close(v) for v in schema]
     return schema
+
+
+def test_core_kinds_of_every_case_pass_kubernetes_validate_strict_and_a_typo_does_not(tmp_path: Path) -> None:
+    files = []
+    for kind, topology in CASES:   # one kubernetes-validate call over every file (it is slowish)
+        render.write(render_case(kind, topology), tmp_path / f"{kind}-{topology}")
+        files += [str(p) for p in sorted((tmp_path / f"{kind}-{topology}").glob("*.yaml"))
+                  if yaml.safe_load(p.read_text())["kind"] in CORE_KINDS]
+    sts = next(Path(f) for f in files if "statefulset" in f)
+    bad = yaml.safe_load(sts.read_text())
+    bad["spec"]["template"]["spec"]["containers"][0]["workingdir"] = bad["spec"]["template"]["spec"]["containers"][0].pop("workingDir")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(bad))
+    proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", *files, str(tmp_path / "typo.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    report = proc.stdout + proc.stderr
+    assert len(files) >= 4 * 6
+    assert "typo.yaml" in report and "workingdir" in report, report
+    failed = [line for line in report.splitlines() if "ERROR" in line and "typo.yaml" not in line]
+    assert not failed, report
 
 
 @functools.lru_cache(maxsize=None)
