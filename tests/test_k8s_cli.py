@@ -167,10 +167,8 @@ elif args[:2] == ["get", "pods"]:
 '''
 
 
-def test_apply_applies_the_workloads_waits_for_every_pod_with_progress_then_starts_the_chaos(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from soakk8s import kubectl, render
-    render.write(render_case("g2", "triad_distributed"), tmp_path / "k")
+def _standin_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stand-in first on PATH; returns its log of argv lines."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "kubectl").write_text(STANDIN_KUBECTL)
@@ -178,6 +176,14 @@ def test_apply_applies_the_workloads_waits_for_every_pod_with_progress_then_star
     log = tmp_path / "kubectl.jsonl"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("KUBECTL_LOG", str(log))
+    return log
+
+
+def test_apply_applies_the_workloads_waits_for_every_pod_with_progress_then_starts_the_chaos(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from soakk8s import kubectl, render
+    render.write(render_case("g2", "triad_distributed"), tmp_path / "k")
+    log = _standin_kubectl(tmp_path, monkeypatch)
     monkeypatch.setenv("READY", "3")
     lines: list[str] = []
     kubectl.apply(kubectl.Kubectl(out=lines.append), tmp_path / "k", timeout_s=30, poll_s=0.01)
@@ -205,13 +211,7 @@ def test_status_asks_for_this_soaks_objects_and_delete_keeps_the_namespace(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from soakk8s import kubectl, render
     render.write(render_case("g1", "triad"), tmp_path / "k")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "kubectl").write_text(STANDIN_KUBECTL)
-    (bin_dir / "kubectl").chmod(0o755)
-    log = tmp_path / "kubectl.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("KUBECTL_LOG", str(log))
+    log = _standin_kubectl(tmp_path, monkeypatch)
     lines: list[str] = []
     kubectl.status(kubectl.Kubectl(out=lines.append), tmp_path / "k")
     kubectl.delete(kubectl.Kubectl(out=lines.append), tmp_path / "k")
