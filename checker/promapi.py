@@ -91,8 +91,22 @@ def parse_range(data: Any) -> list[tuple[Labels, list[tuple[float, float]]]]:
         values = r.get("values")
         if not isinstance(values, list):
             raise BadAnswer(f"values {_short(values)} is not a list")
-        rows.append((_labels(r.get("metric", {})), [_pair(p) for p in values]))
+        rows.append((_labels(r.get("metric", {})), _points(values)))
     return rows
+
+
+def _points(values: list[Any]) -> list[tuple[float, float]]:
+    """``values`` as (time, value) pairs. Prometheus's own shape (a number, then a string;
+    a 24 h range holds some 20,000 per query) is converted in one pass; anything else, or a
+    time that is not finite, goes through ``_pair`` one by one, which refuses it with the reason."""
+    try:
+        points = [(float(t), float(v)) for t, v in values
+                  if (type(t) is float or type(t) is int) and type(v) is str]
+    except (TypeError, ValueError, OverflowError):
+        points = []
+    if len(points) == len(values) and all(map(math.isfinite, (t for t, _ in points))):
+        return points
+    return [_pair(p) for p in values]
 
 
 def _doc(body: bytes) -> Any:
