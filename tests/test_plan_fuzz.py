@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from runner.plan import ChaosEvent, load_plan
 from runner.topology import TOPOLOGY_NODES
+from soakcore.actions import ACTION_FIELDS
 from soakcore.errors import UsageError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -20,11 +21,12 @@ DIR = Path(tempfile.mkdtemp(prefix="plan-fuzz-"))
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                    st.sampled_from(["triad", "storage", "all", "pause", "restart", "disconnect", "x" * 70, ""]))
+                    st.sampled_from(["triad", "storage", "all", "pause", "restart", "disconnect", "partition", "delay",
+                                     "both", "flip", "x" * 70, ""]))
 documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                             st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                          max_leaves=20)
-FIELDS = ("id", "at_sec", "topology", "node", "action", "down_secs", "duration_secs")
+FIELDS = ("id", "at_sec", "topology", "node", "action", "down_secs", "duration_secs", *sorted(ACTION_FIELDS))
 events = st.dictionaries(st.sampled_from(FIELDS + ("bogus",)), st.one_of(scalars, documents), max_size=8)
 plans = st.one_of(documents, st.fixed_dictionaries({"events": st.lists(events, max_size=6)},
                                                     optional={"meta": documents}))
