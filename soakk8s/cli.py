@@ -1,4 +1,5 @@
-"""``soak-k8s``: render a soak as Kubernetes objects, and apply, watch or delete them (docs/kubernetes.md)."""
+"""soak-k8s: render a soak as Kubernetes, Chaos Mesh and Prometheus Operator objects, and apply,
+watch or delete them with kubectl (docs/kubernetes.md)."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ from soakk8s import kubectl, render
 from soakk8s.model import K8sSettings
 
 EPILOG = """examples:
-  soak-k8s render --profile soak_smoke --topology triad_distributed --node-kind g2 \\
-      --image registry.example/oasis7-soak:1 --chaos-plan examples/chaos-network.json --out k8s/td
+  soak-k8s render --profile soak_smoke --topology triad_distributed --node-kind g1 \\
+      --image registry.example/agent-world-soak:1 --chaos-plan examples/chaos-network.json --out k8s/td
   soak-k8s apply k8s/td          # nodes first, wait until ready, then the chaos workflow
   soak-k8s status k8s/td
   soak-check --prometheus http://prometheus.monitoring.svc:9090 --since 30m --run-id RUN_ID
@@ -65,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--chaos-plan", type=Path, help="JSON or YAML plan (the local runner's format)")
     a("--chaos-continuous-enable", action="store_true", help="faults from a seed, one every interval")
     a("--enable-chaos", action="store_true", help="continuous chaos when no plan is given (as soak-run)")
-    a("--chaos-continuous-interval-secs", type=duration, default=30)
-    a("--chaos-continuous-start-sec", type=duration, default=30)
-    a("--chaos-continuous-max-events", type=int, default=0)
-    a("--chaos-continuous-actions", default="restart,pause")
-    a("--chaos-continuous-seed", type=int)
-    a("--chaos-continuous-restart-down-secs", type=duration, default=1)
-    a("--chaos-continuous-pause-duration-secs", type=duration, default=2)
+    a("--chaos-continuous-interval-secs", type=duration, default=30, help="time between continuous faults")
+    a("--chaos-continuous-start-sec", type=duration, default=30, help="first continuous fault this far into the run")
+    a("--chaos-continuous-max-events", type=int, default=0, help="at most this many continuous faults (0: no limit)")
+    a("--chaos-continuous-actions", default="restart,pause", help="comma list of actions to pick from")
+    a("--chaos-continuous-seed", type=int, help="seed of continuous chaos (default: --seed)")
+    a("--chaos-continuous-restart-down-secs", type=duration, default=1, help="down time of restart/kill")
+    a("--chaos-continuous-pause-duration-secs", type=duration, default=2,
+      help="duration of pause, disconnect and challenge_pressure")
     a("--out", type=Path, required=True, help="an empty or new directory")
     for name, what in (("apply", "apply a rendered directory, wait for the node pods, then start its chaos"),
                        ("status", "the rendered soak's workloads, pods and chaos in the cluster"),
