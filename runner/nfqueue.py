@@ -173,10 +173,10 @@ def serve(sock: socket.socket, queue: int, delay_ms: float, jitter_ms: float, se
     due: list[tuple[float, int]] = []
     while True:
         wait = max(0.0, due[0][0] - time.monotonic()) if due else None
-        ready, _, _ = select.select([sock, stop_fd], [], [], wait)
+        ready, _, _ = select.select([sock.fileno(), stop_fd], [], [], wait)
         if stop_fd in ready and not os.read(stop_fd, 4096):
             return
-        if sock in ready:
+        if sock.fileno() in ready:
             now = time.monotonic()
             for kind, payload in _messages(sock.recv(1 << 20)):
                 hdr = _attrs(payload[4:]).get(NFQA_PACKET_HDR) if kind & 0xFF == NFQNL_MSG_PACKET else None

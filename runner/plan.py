@@ -160,7 +160,8 @@ def continuous_events(cfg: Continuous, topology: str, index: int, nodes: tuple[s
                       duration_secs: float) -> tuple[ChaosEvent, ...]:
     """Node first, then action, from a per-topology MINSTD stream (seed + (index+1)*104729)."""
     rng = Minstd(cfg.seed + (index + 1) * TOPOLOGY_SEED_STRIDE)
-    events, at = [], cfg.start_sec
+    events: list[ChaosEvent] = []
+    at = cfg.start_sec
     while at < duration_secs and (cfg.max_events == 0 or len(events) < cfg.max_events):
         node, action = rng.pick(nodes), rng.pick(cfg.actions)
         timing = ACTIONS[action].timing  # every action field takes its default
