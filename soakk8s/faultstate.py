@@ -27,6 +27,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,15 @@ class NodeFaults:
         return tuple(out)
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def workflow_start(api: str, namespace: str, name: str, token: str, ca: Path | None) -> float | None:
     """The workflow's ``status.startTime`` (else its creation time) in unix seconds; None while
     it does not exist or has not started."""
@@ -112,8 +122,13 @@ def workflow_start(api: str, namespace: str, name: str, token: str, ca: Path | N
     try:
         with urllib.request.urlopen(req, timeout=5, context=context) as resp:
             doc = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:   # 404: not created yet (apply starts it once the pods are ready)
+            _warn_once(f"workflow {name}: HTTP {exc.code} {exc.reason}: no fault windows until it can be read "
+                       "(is the Role soak-fault-reader bound to this pod's ServiceAccount?)")
+        return None
     except (OSError, ValueError) as exc:
-        log.debug("workflow %s: %s", name, exc)
+        _warn_once(f"workflow {name}: {exc}")
         return None
     stamp = (doc.get("status") or {}).get("startTime") or (doc.get("metadata") or {}).get("creationTimestamp")
     if not stamp:

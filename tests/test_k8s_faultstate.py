@@ -66,9 +66,9 @@ class _Api(http.server.BaseHTTPRequestHandler):
     start = "2026-11-27T12:00:00Z"
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path != "/apis/chaos-mesh.org/v1alpha1/namespaces/soak/workflows/soak-triad-distributed-plan" or \
-                self.headers.get("Authorization") != "Bearer t0ken":
-            self.send_response(404)
+        known = self.path == "/apis/chaos-mesh.org/v1alpha1/namespaces/soak/workflows/soak-triad-distributed-plan"
+        if not known or self.headers.get("Authorization") != "Bearer t0ken":
+            self.send_response(403 if known else 404)
             self.end_headers()
             return
         body = json.dumps({"kind": "Workflow", "status": {"startTime": type(self).start}}).encode()
@@ -172,3 +172,16 @@ def test_the_sidecar_publishes_the_planned_windows_and_the_nodes_restart_causes_
         if replacement:
             replacement.kill()
         sidecar.wait(10)
+
+
+def test_a_workflow_not_there_yet_is_quiet_and_a_refused_read_is_said_once(api: str,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from soakk8s.faultstate import workflow_start
+    caplog.set_level("WARNING")
+    assert workflow_start(api, "soak", "soak-triad-distributed-plan", "t0ken", None) is not None
+    assert workflow_start(api, "soak", "soak-triad-plan", "t0ken", None) is None and not caplog.records
+    for _ in range(2):
+        assert workflow_start(api, "soak", "soak-triad-distributed-plan", "wrong", None) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "workflow soak-triad-distributed-plan: HTTP 403 Forbidden: no fault windows until it can be read "
+        "(is the Role soak-fault-reader bound to this pod's ServiceAccount?)"]
