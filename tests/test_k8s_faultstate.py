@@ -2,11 +2,14 @@
 workflow's start read from the API server, become the exporter's fault windows, and a new node
 pid is a chaos restart inside a restart/kill window and a crash outside one. End to end with a
 real soak-exporter; the API server is a local HTTP stand-in serving one Workflow document (no
-cluster here)."""
+cluster here). And the rendered G2 pods' containers, run as local processes (paths under a
+temporary folder, Service names as 127.0.0.1), make a topology that commits and replicates, each
+sidecar seeing its own node."""
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import math
 import subprocess
 import sys
@@ -185,3 +188,68 @@ def test_a_workflow_not_there_yet_is_quiet_and_a_refused_read_is_said_once(api: 
     assert [r.getMessage() for r in caplog.records] == [
         "workflow soak-triad-distributed-plan: HTTP 403 Forbidden: no fault windows until it can be read "
         "(is the Role soak-fault-reader bound to this pod's ServiceAccount?)"]
+
+
+def _local(arg: str, tmp: Path, pod: int, hosts: tuple[str, ...]) -> str:
+    """A container's argument on this machine: the pod's paths under tmp, Service names as 127.0.0.1."""
+    for host in hosts:
+        arg = arg.replace(host, "127.0.0.1")
+    for path in ("/run/soak", "/etc/soak-faults", "/etc/soak", "/soak"):   # longest first
+        local = str(tmp / f"run{pod}") if path == "/run/soak" else str(tmp / path.strip("/"))
+        if arg == path or arg.startswith(path + "/"):
+            return local + arg[len(path):]
+        arg = arg.replace(f"={path}/", f"={local}/")
+    return sys.executable if arg == "python3" else arg
+
+
+def test_the_rendered_g2_pods_run_as_local_processes_make_a_committing_topology_each_sidecar_sees_its_node(
+        tmp_path: Path) -> None:
+    import base64
+    from soakk8s import render
+    from test_k8s_render import settings
+    base = port_block(60, 26000, 26999)
+    s = settings("g2", "triad_distributed", base_port=base, epoch_secs=1, tick_ms=100)
+    r = render.render(s, (), (), bytes(range(32)))
+    hosts = tuple(s.service_host(n) for n in ("sequencer", "storage", "observer"))
+    secret = next(o for o in r.objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-config"))
+    faults = next(o for o in r.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-faults"))
+    (tmp_path / "etc" / "soak").mkdir(parents=True)
+    (tmp_path / "etc" / "soak" / "config.toml").write_bytes(base64.b64decode(secret["data"]["config.toml"]))
+    (tmp_path / "etc" / "soak-faults").mkdir()
+    (tmp_path / "etc" / "soak-faults" / "faults.json").write_text(faults["data"]["faults.json"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs, ports = [], {}
+    try:
+        for pod, sts in enumerate(o for o in r.objects if o["kind"] == "StatefulSet"):
+            spec = sts["spec"]["template"]["spec"]
+            node, sidecar = spec["containers"]
+            subprocess.run([_local(a, tmp_path, pod, hosts) for a in spec["initContainers"][0]["command"]],
+                           env=env, check=True, timeout=60)
+            argv = [_local(a, tmp_path, pod, hosts) for a in node["command"] + node["args"]]
+            argv = [a for i, a in enumerate(argv) if "--resolve" not in (a, argv[i - 1])]  # names already IPs
+            procs.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            ports[node["args"][node["args"].index("--node-role") + 1]] = port = base + 50 + pod
+            procs.append(subprocess.Popen([_local(a, tmp_path, pod, hosts).replace("0.0.0.0:9465", f"127.0.0.1:{port}")
+                                           for a in sidecar["command"]], env=env, cwd=tmp_path,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline, seen = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and len(seen) < 3:
+            time.sleep(1)
+            for node_name, port in ports.items():
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                        text = resp.read().decode()
+                except OSError:
+                    continue
+                figures = {m: _metric(text, m, node=node_name) for m in
+                           ("soak_reports_total", "soak_consensus_committed_height", "soak_process_up")}
+                if all(figures.values()) and _metric(text, "soak_replication_peers", node=node_name,
+                                                     state="connected") == 2:
+                    seen[node_name] = figures
+        assert set(seen) == {"sequencer", "storage", "observer"}, seen
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
