@@ -35,6 +35,7 @@ LONG_FIRST = ("test_gate_matrix", "test_gate_matrix_blind_spots", "test_soak_e2e
               "test_g2_gates", "test_chaos_degraded", "test_alerts_live")
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook turns the groups into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test of one file runs on one xdist worker (its module fixtures run once), and the gate
     matrix's two files share one group (their session fixture ``matrix_soaks`` runs once)."""
