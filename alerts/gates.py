@@ -12,6 +12,9 @@ Contract used by the checker and dashboards (keep these fields stable):
 - ``data``: PromQL instant vector (labels run_id, topology) that is non-empty exactly when
   there is enough data to judge; empty over the whole window means ``insufficient_data``.
 - ``breach``: value compared with the ``soak_gate_threshold`` series (used by alerts).
+- ``applies`` (optional): PromQL instant vector (labels run_id, topology), non-empty when the
+  gate applies to the topology at all; empty over the whole window means "not applicable"
+  (not judged, not counted as missing data), as for the G2 status gates on G1 nodes.
 """
 from __future__ import annotations
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.testing import port_block
 from soakcore.services import read_alerts_log
-from soakrun import SoakRun, start_soak
+from soakrun import SoakRun, soak_ports, start_soak
 
 DURATION = "60"
 # Each fault on its own node, from 10 s on (the finality delay from the start).
@@ -28,7 +27,7 @@ def g2_faults(tmp_path_factory: pytest.TempPathFactory) -> SoakRun:
     tmp = tmp_path_factory.mktemp("g2gates")
     args = ["--node-kind", "g2", "--topology", "triad_distributed", "--duration-secs", DURATION,
             *[f"--node-arg={node}={switch}" for node, switches in FAULTS.items() for switch in switches]]
-    run = start_soak("g2_faults", tmp, port_block(44, 20000, 28999), args)
+    run = start_soak("g2_faults", tmp, soak_ports(), args)
     run.wait(300)
     return run
 
