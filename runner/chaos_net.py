@@ -219,7 +219,10 @@ class NetworkFaults:
                     self.heal_errors.append(error)
                     raise RuntimeError(error)
         finally:
+            early = line.proc.poll()   # the reader ended before we stopped it: the delay was gone
             line.stop()
+        if early is not None:
+            raise RuntimeError(f"the delay reader exited during the fault (code {early}): {line.stderr_tail()}")
         tcp = f" and tcp {','.join(map(str, spec.replication_ports))}" if spec.replication_ports else ""
         return (f"udp {','.join(map(str, spec.gossip_ports))}{tcp} egress via nfqueue {line.queue}: "
                 f"{delay_ms:g} +/- {jitter_ms:g} ms, probes rose {rise:.1f} ms (baseline {base:.2f} ms); "

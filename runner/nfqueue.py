@@ -210,6 +210,12 @@ class DelayLine:
             raise QueueError(0, f"nfqueue reader did not start: {err.decode().strip()[-300:] or 'no output'}")
         return cls(proc, int(line[1]))
 
+    def stderr_tail(self) -> str:
+        """The end of what an ended reader wrote to stderr."""
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace").strip()[-300:] or "no output"
+
     def stop(self, timeout: float = 5.0) -> int | None:
         """Close its stdin (it exits), SIGKILL after ``timeout``; its exit code."""
         if self.proc.stdin is not None:
