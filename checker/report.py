@@ -80,7 +80,7 @@ def _unjudged_gates(profile: Profile) -> dict[str, Any]:
 
 def _topology(v: TopologyVerdict | None, m: TopologyMeta | None, name: str, profile: Profile) -> dict[str, Any]:
     gate_status = v.metric_gate_status if v else "insufficient_data"
-    failed = [g for g in (v.gates if v else ()) if g.status != "pass"]
+    failed = [g for g in (v.gates if v else ()) if g.status != "pass" and g.applicable]
     thresholds = dict(v.thresholds) if v and v.thresholds else dict(profile.thresholds)
     status = v.status if v else _status_without_verdict(m, profile)
     if m is not None and m.process_status == "aborted":
