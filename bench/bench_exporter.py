@@ -23,15 +23,7 @@ Everything runs on real files in a temporary directory, with real processes:
   over 7 repetitions, and the ratios of the medians. Also with orjson switched off (stdlib only).
 - long: the real exporter scraped every 5 s while 3 nodes write one report per second.
 
-Figures on the 2-core dev machine (2026-11-27, load average 1.3-2.4 from other sessions;
-``--reps 30 --long-secs 30``, orjson 3.13), min / median:
-  scrape 100 nodes (5,514 series): exporter 8.8 / 15.6 ms, plain Gauges 78.8 / 159 ms (0.11x / 0.10x);
-      fresh (100 new reports ingested in that scrape) 24.6 / 80.7 ms (0.51x of the median baseline)
-  scrape 3 / 30 / 300 nodes: 1.4 / 3.7, 4.1 / 8.7, 24.6 / 41.6 ms against 4.1 / 8.7, 25.9 / 60.1, 245 / 316 ms
-  history: scrape after 100,000 reports 0.11 ms (quiet) / 0.39 ms (one new), after 1,000 0.14 / 0.32 ms
-  ingest (medians): 13,395 files/s = 0.84x read+json.loads (15,923), 0.40x read+orjson.loads (33,300);
-      stdlib only 0.58x
-  long run: CPU 0.10 %, RSS 26.8 -> 26.9 MiB
+Measured: see docs/performance.md.
 """
 from __future__ import annotations
 
