@@ -9,10 +9,12 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from runner import netcut, nfqueue
@@ -270,6 +272,19 @@ def test_loss_under_a_delay_is_still_refused_at_once_and_the_rest_arrives_late(s
     finally:
         assert [netcut.heal(t) for t in tables] == [None, None]
         assert line.stop() == 0
+
+
+def test_a_delay_reader_ends_by_itself_when_its_runner_is_sigkilled() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", "import sys, time; from runner.nfqueue import DelayLine; "
+                               "print(DelayLine.start(int(sys.argv[1]), 100, 0, 1).proc.pid, flush=True); "
+                               "time.sleep(60)", str(nfqueue.queue_base("orphan"))],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert runner.stdout is not None
+    reader = psutil.Process(int(runner.stdout.readline()))
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    reader.wait(5)   # stdin EOF: the reader exits (TimeoutExpired if not; the reaper would end it too)
+    assert not reader.is_running()
 
 
 def test_a_delay_reader_exits_when_its_runner_closes_the_pipe_and_skips_busy_queues() -> None:
