@@ -109,6 +109,9 @@ class ReportDir:
     _listed_mtime_ns: int | None = None
     _high: int = -1  # highest epoch index seen: the next file is probably _high + 1
     _full_listed_at: float = float("-inf")
+    # Names the last listing saw as regular files (the directory entry's type, no syscall):
+    # opened without an lstat first (``_open_listed``).
+    _regular: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._dir = os.fspath(self.path)
@@ -179,6 +182,8 @@ class ReportDir:
                 seen = done.get(e.name)
                 if seen is None:
                     names[e.name] = int(m.group(1))
+                    if e.is_file(follow_symlinks=False):
+                        self._regular.add(e.name)
                 elif seen.ident is not None:
                     try:
                         changed = e.inode() != seen.ident[1] or (
@@ -210,13 +215,43 @@ class ReportDir:
     # -- reading one file ---------------------------------------------------------------
     def _read(self, name: str, order: Order) -> Arrival | str | None:
         path = self._prefix + name
+        opened = self._open_listed(name, path) if name in self._regular else None
         try:
-            lst = os.lstat(path)
-        except FileNotFoundError:
-            self.pending.pop(name, None)  # removed before we got to it: nothing to count
+            return self._read_entry(name, order, path, opened)
+        finally:
+            if opened is not None:
+                os.close(opened[0])
+
+    def _open_listed(self, name: str, path: str) -> tuple[int, os.stat_result] | None:
+        """A file the listing saw as regular, opened without following links, and its fstat (the
+        same identity and type as its lstat): one path lookup fewer. None when it is anything
+        else by now (gone, a link, unreadable, not regular): the lstat path then says what."""
+        self._regular.discard(name)
+        try:
+            fd = os.open(path, _OPEN_FLAGS | os.O_NOFOLLOW)
+        except OSError:
             return None
-        except OSError as exc:
-            return self._give_up(name, ReportError("io", exc.strerror or str(exc)), None)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st
+
+    def _read_entry(self, name: str, order: Order, path: str,
+                    opened: tuple[int, os.stat_result] | None) -> Arrival | str | None:
+        if opened is not None:
+            lst = opened[1]
+        else:
+            try:
+                lst = os.lstat(path)
+            except FileNotFoundError:
+                self.pending.pop(name, None)  # removed before we got to it: nothing to count
+                return None
+            except OSError as exc:
+                return self._give_up(name, ReportError("io", exc.strerror or str(exc)), None)
         ident = (lst.st_dev, lst.st_ino, lst.st_mtime_ns, lst.st_size)
         prior = self.done.get(name)
         if prior is not None and (prior.ident is None or prior.ident == ident):
@@ -225,7 +260,7 @@ class ReportDir:
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             return self._give_up(name, ReportError("io", _kind(mode)), ident)
         try:
-            data, arrived_s = self._read_bytes(path, lst)
+            data, arrived_s = self._read_bytes(path, lst, opened)
             report = parse_report(data)
         except ReportError as exc:
             return self._retry_or_give_up(name, lst, exc)
@@ -256,17 +291,19 @@ class ReportDir:
             self._lowest = order
         return Arrival(report, index, self.sequence, arrived_s)
 
-    def _read_bytes(self, path: str, lst: os.stat_result) -> tuple[bytes, float]:
-        """The file's bytes and mtime; never opens anything but a regular file for reading."""
+    def _read_bytes(self, path: str, lst: os.stat_result,
+                    opened: tuple[int, os.stat_result] | None = None) -> tuple[bytes, float]:
+        """The file's bytes and mtime; never opens anything but a regular file for reading
+        (``opened``: already open, and checked regular)."""
         if stat.S_ISLNK(lst.st_mode):
             real = os.path.realpath(path, strict=True)  # a loop is OSError (ELOOP), not a hang
             if not Path(real).is_relative_to(os.path.realpath(self._dir)):
                 raise ReportError("io", "symlink points outside the report dir")
         elif lst.st_size > MAX_REPORT_BYTES:
             raise ReportError("too_large", f"{lst.st_size} bytes > {MAX_REPORT_BYTES}")
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = opened[0] if opened is not None else os.open(path, _OPEN_FLAGS)
         try:
-            st = os.fstat(fd)
+            st = opened[1] if opened is not None else os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO after the lstat, or a link to one
                 raise ReportError("io", _kind(st.st_mode))
             size = st.st_size
@@ -286,7 +323,8 @@ class ReportDir:
                 data = b"".join(chunks)
             return data, st.st_mtime
         finally:
-            os.close(fd)
+            if opened is None:   # an opened file is closed by ``_read``
+                os.close(fd)
 
     def _retry_or_give_up(self, name: str, st: os.stat_result, exc: ReportError) -> str | None:
         if exc.reason not in RETRIED:

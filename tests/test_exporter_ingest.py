@@ -299,3 +299,22 @@ def test_the_g2_status_at_head_with_lowercase_last_status_is_read_and_a_bad_one_
     status_server[0] = {"consensus": {"committed_height": "not a number"}}
     s.collector.poll_status_once()
     assert s.value("soak_report_errors_total", node="n", reason="status") == 1
+
+
+def test_a_file_listed_as_regular_but_swapped_before_it_is_read_is_judged_by_what_it_is_now(tmp_path: Path) -> None:
+    # The listing's entry type spares an lstat; an entry swapped between listing and reading
+    # (a link out of the folder, a FIFO) must still be refused as the lstat path refuses it.
+    folder, outside = tmp_path / "r", tmp_path / "outside"
+    write(folder, doc(0, 1))
+    write(outside, doc(1, 2))
+    write(folder, doc(1, 2))
+    os.mkfifo(folder / "epoch-2.json")
+    rd = ReportDir("n", folder, settle_s=0.0)
+    names = rd._new_names()
+    assert set(names) == {"epoch-0.json", "epoch-1.json", "epoch-2.json"} and "epoch-2.json" not in rd._regular
+    (folder / "epoch-1.json").unlink()
+    (folder / "epoch-1.json").symlink_to(outside / "epoch-1.json")
+    rd._regular.add("epoch-2.json")     # as if it had been a regular file when listed
+    got = [rd._read(name, (index, len(name), name)) for name, index in sorted(names.items())]
+    assert [type(g).__name__ for g in got] == ["Arrival", "str", "str"] and got[1:] == ["io", "io"]
+    assert rd._regular == set()
