@@ -23,7 +23,7 @@ from simulator.faults import FaultConfig, Faults
 from simulator.flags import ParseError, fail
 from simulator.g2_cli import HELP, parse
 from simulator.g2_doc import G2State, balances, chain_status, dir_bytes, slim_epoch, slot_clock
-from simulator.net import Listener, ReplicationLinks, WireTraffic, serve_http
+from simulator.net import Listener, ReplicationLinks, Traffic, serve_http
 from simulator.node import Addr, Node
 from simulator.report import write_report
 from simulator.sim import Sim
@@ -162,7 +162,7 @@ def build(o: dict[str, Any], work: Path) -> tuple[Sim, G2Output, Node, G2State]:
     node.base_challenges_per_tick = node.challenges_per_tick = o["reward_distfs_probe_per_tick"]
     node.signer_keys = keys
     # Replication: the real default listen is /ip4/127.0.0.1/tcp/0 when none is given.
-    wire = WireTraffic()
+    wire = Traffic()
     listeners = [Listener(a, "--replication-network-listen", wire) for a in listen or [("127.0.0.1", 0)]]
     now_ms = int(time.time() * 1000)
     c = node.state.distfs

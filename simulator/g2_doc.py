@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.net import WireTraffic
+from simulator.net import Traffic
 from simulator.node import Node
 
 BUCKETS = ("le_0001_ms", "le_0005_ms", "le_0010_ms", "le_0025_ms", "le_0050_ms", "le_0100_ms", "le_0250_ms",
@@ -74,7 +74,7 @@ class G2State:
     last_gc_at_ms: int | None = None
     last_gc_result: str = "not_available"
     last_gc_error: str | None = None
-    wire: WireTraffic = field(default_factory=WireTraffic)   # libp2p replication traffic
+    wire: Traffic = field(default_factory=Traffic)   # libp2p replication traffic
 
 
 def distfs_since_start(node: Node, s: G2State) -> tuple[int, int]:
@@ -238,15 +238,15 @@ def _traffic(node: Node, s: G2State, since: int) -> dict[str, Any]:
     none = _dir_totals((0, 0), (0, 0), "datagrams")
     udp = None if node.sock is None else {
         "observed_since_unix_ms": since, "scope": "udp_payload_bytes", "excludes_transport_headers": True,
-        "totals": _dir_totals((t.in_datagrams, t.in_bytes), (t.out_datagrams, t.out_bytes), "datagrams"),
+        "totals": _dir_totals((t.in_count, t.in_bytes), (t.out_count, t.out_bytes), "datagrams"),
         # The simulator gossips one kind of datagram: the committed head.
-        "by_kind": {"attestation": none, "commit": _dir_totals((t.in_datagrams, t.in_bytes),
-                                                               (t.out_datagrams, t.out_bytes), "datagrams"),
+        "by_kind": {"attestation": none, "commit": _dir_totals((t.in_count, t.in_bytes),
+                                                               (t.out_count, t.out_bytes), "datagrams"),
                     "hello": none, "proposal": none, "replication": none}}
     zero = _dir_totals((0, 0), (0, 0))
     w = s.wire
     # Requests out / responses in are our fetches; requests in / responses out are fetches we served.
-    totals = _dir_totals((w.in_messages, w.in_bytes), (w.out_messages, w.out_bytes))
+    totals = _dir_totals((w.in_count, w.in_bytes), (w.out_count, w.out_bytes))
     wire = {"inbound": {"bytes": w.in_bytes}, "outbound": {"bytes": w.out_bytes}}
     libp2p = {"observed_since_unix_ms": since, "scope": "application_payload_with_substream_wire_bytes",
               "excludes_transport_overhead": True, "excludes_kademlia_control_plane": True,
@@ -255,7 +255,7 @@ def _traffic(node: Node, s: G2State, since: int) -> dict[str, Any]:
               "control_plane": {"units": "events", "total_events": 0, "by_kind": {},
                                 "wire_scope": "substream_wire_bytes_minus_application_payload",
                                 "excludes_transport_overhead": True, "wire_bytes": wire},
-              "by_topic": {}, "by_protocol": {REPLICATION_PROTOCOLS[1]: totals} if w.in_messages or w.out_messages
+              "by_topic": {}, "by_protocol": {REPLICATION_PROTOCOLS[1]: totals} if w.in_count or w.out_count
               else {}}
     return {"udp_gossip": udp, "libp2p_replication": libp2p}
 

@@ -79,12 +79,13 @@ FETCH_RESPONSE = b"c" * 1024
 
 
 @dataclass
-class WireTraffic:
-    """libp2p replication messages and payload bytes of this process (G2 ``traffic``)."""
+class Traffic:
+    """Messages (UDP datagrams, replication requests/responses) and their payload bytes, in
+    and out, since this process started (G2 ``traffic``)."""
 
-    in_messages: int = 0
+    in_count: int = 0
     in_bytes: int = 0
-    out_messages: int = 0
+    out_count: int = 0
     out_bytes: int = 0
 
 
@@ -92,7 +93,7 @@ class Listener:
     """A TCP port that is really held: each connection is answered with ``FETCH_RESPONSE``
     when ``traffic`` is given (a replication listener), then closed."""
 
-    def __init__(self, addr: Addr, failure: str, traffic: WireTraffic | None = None) -> None:
+    def __init__(self, addr: Addr, failure: str, traffic: Traffic | None = None) -> None:
         self.traffic = traffic
         family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -118,10 +119,10 @@ class Listener:
                     conn.settimeout(0.2)   # a probe that sends nothing holds the accept loop this long at most
                     request = conn.recv(256)
                     if request:
-                        self.traffic.in_messages += 1
+                        self.traffic.in_count += 1
                         self.traffic.in_bytes += len(request)
                     conn.sendall(FETCH_RESPONSE)
-                    self.traffic.out_messages += 1
+                    self.traffic.out_count += 1
                     self.traffic.out_bytes += len(FETCH_RESPONSE)
                 except OSError:
                     pass
@@ -141,9 +142,9 @@ class ReplicationLinks:
     """Dials every peer's replication address once a second (TCP connect, 0.5 s timeout):
     ``connected`` holds the peers that answered on the last round, ``errors`` recent failures."""
 
-    def __init__(self, peers: list[Addr], interval: float = 1.0, traffic: WireTraffic | None = None) -> None:
+    def __init__(self, peers: list[Addr], interval: float = 1.0, traffic: Traffic | None = None) -> None:
         self.peers = peers
-        self.traffic = traffic or WireTraffic()
+        self.traffic = traffic or Traffic()
         self.interval = interval
         self.connected: set[Addr] = set()
         self.errors: collections.deque[str] = collections.deque(maxlen=16)
@@ -171,7 +172,7 @@ class ReplicationLinks:
         """One request and what comes back (a listener that does not answer: a request only)."""
         t = self.traffic
         conn.sendall(FETCH_REQUEST)
-        t.out_messages += 1
+        t.out_count += 1
         t.out_bytes += len(FETCH_REQUEST)
         got = b""
         try:
@@ -183,7 +184,7 @@ class ReplicationLinks:
         except OSError:
             pass
         if got:
-            t.in_messages += 1
+            t.in_count += 1
             t.in_bytes += len(got)
 
     def down(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.faults import Faults
+from simulator.net import Traffic
 from simulator.storage import BlobStore, Counters, TickChallenges
 from soakcore.errors import SoakError
 
@@ -50,16 +51,6 @@ class Persisted:
 MAX_LEARNED_PEERS = 1024
 PEER_TTL_MS = 10 * 60 * 1000
 FINALITY_SAMPLES = 64
-
-
-@dataclass
-class Traffic:
-    """UDP gossip payload totals of this process (G2 ``traffic.udp_gossip``)."""
-
-    in_datagrams: int = 0
-    in_bytes: int = 0
-    out_datagrams: int = 0
-    out_bytes: int = 0
 
 
 class Node:
@@ -199,7 +190,7 @@ class Node:
                 if exc.errno != errno.ECONNREFUSED:
                     self.last_error = f"recv: {exc.strerror}"
                 continue
-            self.traffic.in_datagrams += 1
+            self.traffic.in_count += 1
             self.traffic.in_bytes += len(data)
             try:
                 msg = json.loads(data)
@@ -252,7 +243,7 @@ class Node:
                 if exc.errno not in (errno.EPERM, errno.ECONNREFUSED, errno.EAGAIN):
                     self.last_error = f"send: {exc.strerror}"
                 continue
-            self.traffic.out_datagrams += 1
+            self.traffic.out_count += 1
             self.traffic.out_bytes += len(msg)
 
     def run_challenges(self, now_ms: int) -> None:
