@@ -303,7 +303,7 @@ def recorded_coverage(prom: Prom, run_id: str | None, topology: str, since: floa
 
     def aspect(name: str) -> frozenset[str]:
         return frozenset(lab.get("gate", "") for lab, _ in rows
-                         if lab.get("aspect") == name and "run_id" in lab and _matches(lab, run_id, topology))
+                         if lab.get("aspect") == name and _matches(lab, run_id, topology))
 
     counts = {lab.get("gate", ""): v for lab, v in rows if lab.get("aspect") == "evaluated"}
     marker = GATE_COVERAGE + '{aspect="evaluated"}'
