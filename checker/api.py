@@ -251,9 +251,10 @@ def _conclude(prom: Prom, g: Gate, threshold: float, run_id: str | None, topolog
 # or backfilled with ``promtool tsdb create-blocks-from rules``, see checker/recording.py).
 # Judging then reads those samples instead of recomputing each gate from raw series: gates are
 # grouped by ``for`` (one instant query per group), one range query gives the first failures,
-# one query (soak:gate_coverage) which gates were evaluated, had data and apply. The semantics are the raw path's: a breach
-# counts once it held for ``for`` (min over the trailing ``for``), judged from ``since + for``
-# to the gate's end (``gate_end``, the drain horizon), on the same grid of ``step_for``.
+# one query (soak:gate_coverage) which gates were evaluated, had data and apply. The semantics
+# are the raw path's: a breach counts once it held for ``for`` (min over the trailing ``for``),
+# judged from ``since + for`` to the gate's end (``gate_end``, the drain horizon), on the same
+# grid of ``step_for``.
 
 # Parallel queries: Prometheus evaluates each query on one core.
 WORKERS = 3
