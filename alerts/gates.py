@@ -136,14 +136,17 @@ def grace_text(actions: tuple[str, ...]) -> str:
 def _lag_outside_chaos() -> str:
     # The larger of the node's own view (network minus committed height) and the view from
     # outside (blocks behind the topology's highest node: a node cut off from everyone does
-    # not know it lags). Samples taken during the node's own fault window (plus grace), or
-    # while a fault that can stop commits holds a consensus-critical node (every follower
-    # then falls behind it or stops with it), are left out of the p95 itself, so a long
-    # pause does not poison the next five minutes.
-    own = "soak_consensus_network_committed_height - soak_consensus_committed_height"
+    # not know it lags). Samples taken during the node's own fault window (plus grace) are
+    # left out of the p95 itself, so a long pause does not poison the next five minutes.
+    # A fault that can stop commits on a consensus-critical node excuses the outside view
+    # only: every follower then falls behind it as seen from outside, but none learns of
+    # heights it cannot reach, so its own view does not grow. A follower that stopped on its
+    # own still knows it is behind, and continuous chaos on the sequencer does not hide it.
+    own = outside_chaos("soak_consensus_network_committed_height - soak_consensus_committed_height", DOWN)
+    outside = outside_critical_fault(outside_chaos("soak_consensus_height_behind_topology", DOWN))
     lag = (f'max by ({NODE}) (label_replace({own}, "view", "own", "", "") or '
-           f'label_replace(soak_consensus_height_behind_topology, "view", "outside", "", ""))')
-    return f"quantile_over_time(0.95, ({outside_critical_fault(outside_chaos(lag, DOWN))})[{WINDOW}:10s])"
+           f'label_replace({outside}, "view", "outside", "", ""))')
+    return f"quantile_over_time(0.95, ({lag})[{WINDOW}:10s])"
 
 
 def outside_critical_fault(expr: str) -> str:

@@ -116,6 +116,8 @@ _DOWN_GRACE = "a process down during its restart is silent and fires if it stays
 _DOWN_NOT_EXEMPT = ("a process down longer than for fires, and a pause on it or a restart of another node "
                     "does not exempt it")
 _LAG_OUTSIDE = "a node that believes it is in step but lags the topology fires on the outside view"
+_LAG_STOPPED_UNDER_CRITICAL = ("a follower stopped on its own fires although the sequencer is under chaos the "
+                               "whole time (its own view)")
 _LAG_OUTSIDE_DISCONNECTED = ("the outside view of a disconnected node is left out too, and fires once the 15s "
                              "grace has passed")
 _G2_ALERT_GRACE = "a critical alert during the node's own disconnect is exempt and fires once the 15s grace has passed"
@@ -150,8 +152,12 @@ RULE_MUTANTS = {
          "disk growth fires after warm-up and for, and a pause or disconnect does not exempt it",
          _DOWN_NOT_EXEMPT)),
     "lag from the node's own view only": (
-        lambda r: r.replace(' or label_replace(soak_consensus_height_behind_topology, "view", "outside", "", "")', ""),
+        lambda r: re.sub(r' or label_replace\(.*?"view", "outside", "", ""\)', "", r),
         (_LAG_OUTSIDE, _LAG_OUTSIDE_DISCONNECTED)),
+    "a fault on a critical node excusing the followers' own view too": (
+        lambda r: r.replace('"view", "own", "", "")', '"view", "own", "", "") unless on(run_id, topology) '
+                            '(max by (run_id, topology) (soak_chaos_critical_exempt_until_timestamp_seconds) - time() > 0)'),
+        (_LAG_STOPPED_UNDER_CRITICAL,)),
     "the G2 status gates flagged as missing data on G1 topologies": (
         lambda r: r.replace(" and on(run_id, topology) count by (run_id, topology) (soak_node_status_head_schema)", ""),
         (_G2_APPLIES,)),

@@ -596,16 +596,17 @@ def test_re_judging_uses_the_drain_the_run_config_records(
 def test_a_window_ending_now_waits_for_the_longest_for_unless_told_not_to(
         prometheus: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # This Prometheus scrapes and evaluates every 1m (its default): ready at until + max for + 60 s.
-    until = time.time() - max_for_secs() - 60 + 2.0
+    until = time.time() - max_for_secs() - 60 + 6.0
     args = ("--prometheus", prometheus.url, "--since", str(until - 300), "--until", str(until), "--run-id", "recent")
     t0 = time.monotonic()
     code, _, err = cli(capsys, *args, "--out", str(tmp_path / "waited"))
     waited = time.monotonic() - t0
     assert code == 0, err
-    assert err.startswith("soak-check: waiting ") and "--no-wait" in err and waited >= 1.5
+    assert err.startswith("soak-check: waiting ") and "--no-wait" in err and waited >= 5.0
+    # The same judging without the wait: about 6 s quicker, however loaded the machine is.
     t0 = time.monotonic()
     code, _, err = cli(capsys, *args, "--out", str(tmp_path / "at-once"), "--no-wait")
-    assert code == 0 and "waiting" not in err and time.monotonic() - t0 < 1.5
+    assert code == 0 and "waiting" not in err and time.monotonic() - t0 < waited - 3.0
 
 
 def test_any_cli_exits_3_on_an_unexpected_exception_with_the_traceback_in_a_temporary_log() -> None:
