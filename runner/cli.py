@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from alerts.gates import MAX_FOR_SECS
 from checker.promapi import duration_secs
@@ -77,6 +78,19 @@ release) a gate lacked data; 2 bad arguments (nothing was started); 3 could not 
 The run directory is <out-dir>/<YYYYmmdd-HHMMSS>/; summary.md is the page to read first."""
 
 
+def add_continuous_flags(a: Callable[..., Any]) -> None:
+    """The continuous-chaos flags, for soak-run and soak-k8s render (``a``: add_argument)."""
+    a("--chaos-continuous-enable", action="store_true", help="faults from a seed, one every interval")
+    a("--chaos-continuous-interval-secs", type=duration, default=30, help="time between continuous faults")
+    a("--chaos-continuous-start-sec", type=duration, default=30, help="first continuous fault this far into the window")
+    a("--chaos-continuous-max-events", type=int, default=0, help="at most this many continuous faults (0: no limit)")
+    a("--chaos-continuous-actions", default="restart,pause", help="comma list of actions to pick from")
+    a("--chaos-continuous-seed", type=int, help="seed of continuous chaos (default: --seed)")
+    a("--chaos-continuous-restart-down-secs", type=duration, default=1, help="down time of restart/kill")
+    a("--chaos-continuous-pause-duration-secs", type=duration, default=2,
+      help="duration of pause, disconnect and challenge_pressure")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="soak-run", description="Run an Agent World soak: nodes, chaos, Prometheus, verdict.",
                 epilog=EPILOG, formatter_class=_Help)
@@ -107,15 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=None, help="seed of nodes and continuous chaos (default: from the clock)")
     a("--enable-chaos", action="store_true", help="inject chaos: the plan, or continuous chaos without one")
     a("--chaos-plan", type=Path, help="JSON or YAML plan of timed faults (docs/runner.md, examples/)")
-    a("--chaos-continuous-enable", action="store_true", help="faults from a seed, one every interval")
-    a("--chaos-continuous-interval-secs", type=duration, default=30, help="time between continuous faults")
-    a("--chaos-continuous-start-sec", type=duration, default=30, help="first continuous fault this far into the window")
-    a("--chaos-continuous-max-events", type=int, default=0, help="at most this many continuous faults (0: no limit)")
-    a("--chaos-continuous-actions", default="restart,pause", help="comma list of actions to pick from")
-    a("--chaos-continuous-seed", type=int, help="seed of continuous chaos (default: --seed)")
-    a("--chaos-continuous-restart-down-secs", type=duration, default=1, help="down time of restart/kill")
-    a("--chaos-continuous-pause-duration-secs", type=duration, default=2,
-      help="duration of pause, disconnect and challenge_pressure")
+    add_continuous_flags(a)
     a("--max-stall-secs", type=duration, help="override the profile's max_stall_secs")
     a("--max-lag-p95", type=finite, help="override the profile's max_lag_p95 (blocks)")
     a("--max-distfs-failure-ratio", type=finite, help="override the profile's max_distfs_failure_ratio (0..1)")

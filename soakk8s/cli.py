@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alerts.profiles import TOPOLOGIES, get_profile, PROFILES
 from runner import g2
-from runner.cli import _continuous, duration
+from runner.cli import _continuous, add_continuous_flags, duration
 from runner.plan import continuous_events, load_plan
 from runner.topology import DEFAULT_EPOCH_SECS, topology_nodes
 from soakcore.errors import UsageError, run_cli
@@ -64,16 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
            "(default: release=kube-prometheus-stack)")
     a("--webhook-url", default="http://alert-sink.soak.svc:9095/alerts", help="Alertmanager webhook receiver")
     a("--chaos-plan", type=Path, help="JSON or YAML plan (the local runner's format)")
-    a("--chaos-continuous-enable", action="store_true", help="faults from a seed, one every interval")
     a("--enable-chaos", action="store_true", help="continuous chaos when no plan is given (as soak-run)")
-    a("--chaos-continuous-interval-secs", type=duration, default=30, help="time between continuous faults")
-    a("--chaos-continuous-start-sec", type=duration, default=30, help="first continuous fault this far into the run")
-    a("--chaos-continuous-max-events", type=int, default=0, help="at most this many continuous faults (0: no limit)")
-    a("--chaos-continuous-actions", default="restart,pause", help="comma list of actions to pick from")
-    a("--chaos-continuous-seed", type=int, help="seed of continuous chaos (default: --seed)")
-    a("--chaos-continuous-restart-down-secs", type=duration, default=1, help="down time of restart/kill")
-    a("--chaos-continuous-pause-duration-secs", type=duration, default=2,
-      help="duration of pause, disconnect and challenge_pressure")
+    add_continuous_flags(a)
     a("--out", type=Path, required=True, help="an empty or new directory")
     for name, what in (("apply", "apply a rendered directory, wait for the node pods, then start its chaos"),
                        ("status", "the rendered soak's workloads, pods and chaos in the cluster"),
