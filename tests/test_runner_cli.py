@@ -245,13 +245,13 @@ def test_plan_validation_takes_linear_time(tmp_path: Path) -> None:
         events = [{"id": f"e{i}", "at_sec": i % 80, "node": "triad", "action": "restart"} for i in range(n)]
         path = _plan(tmp_path, events)
         best = float("inf")
-        for _ in range(3):  # the best of three: a busy machine only ever adds time
-            started = time.perf_counter()
+        for _ in range(3):  # CPU time, the best of three: other processes on the machine add none
+            started = time.process_time()
             assert len(load_plan(path, TOPOLOGY_NODES, 90)) == n
-            best = min(best, time.perf_counter() - started)
+            best = min(best, time.process_time() - started)
         return best
     small, large = seconds(2500), seconds(10000)  # 10000 events: about 0.8 MB, below the size limit
-    assert large < 2.0 and large / small < 8, (small, large)  # quadratic would be ~16x
+    assert large / small < 8, (small, large)  # linear is ~4x, quadratic would be ~16x
 
 
 @pytest.mark.parametrize("present, missing", [(["prometheus-alertmanager"], "prometheus"),
