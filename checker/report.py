@@ -20,7 +20,6 @@ from alerts.units import human, human_duration
 from checker.api import RunMeta, TopologyMeta, TopologyVerdict
 from checker.figures import TIMELINE_COLUMNS
 from checker.failures import failures_markdown, when_text
-from checker.plots import plot_topology
 from soakcore.catalog import BY_NAME, REPORTS, STATUS
 
 
@@ -166,6 +165,9 @@ def write_reports(out_dir: Path, verdicts: Sequence[TopologyVerdict], meta: RunM
     """Write every output file; return the exit code (0 pass, 1 failed or aborted)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = summary(verdicts, meta)
+    # matplotlib (about 45 MiB and 0.4 s) is loaded only here: a runner holds it only after a
+    # topology is judged, not through the soak.
+    from checker.plots import plot_topology
     for v in verdicts:
         plot_topology(v, out_dir / "plots" / f"{v.topology}.png")
     # Strict JSON: no NaN or Infinity tokens (json.loads elsewhere rejects them).
