@@ -1,6 +1,7 @@
 """Shared fixtures. Tests use real processes; nothing here mocks Prometheus."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,3 +49,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
     items.sort(key=rank)   # stable: the order inside a file is kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests that build topologies in this process (runner.chaos.ChaosEngine) leave their nodes'
+    empty cgroups behind, as a run would until its end: this test process removes them (and
+    any nft table it owns) at its own end, so a suite leaves nothing on the machine."""
+    from runner import netcut
+    if netcut.available() is None:   # root and nft: what the network tests need anyway
+        netcut.heal_owned(os.getpid())
