@@ -16,6 +16,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def assert_golden(path: Path, text: str) -> None:
+    """``text`` equals the golden file at ``path`` (SOAK_UPDATE_GOLDEN=1 writes it instead)."""
+    if os.environ.get("SOAK_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with SOAK_UPDATE_GOLDEN=1 once and review it"
+    assert text == path.read_text(), f"{path.name} differs from the golden file (SOAK_UPDATE_GOLDEN=1 to accept)"
+
+
 @pytest.fixture
 def examples_dir() -> Path:
     """The real Agent World example documents (tests/fixtures/agent_world)."""

@@ -6,7 +6,6 @@ run's window as it would an archived soak.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Iterator
 import pytest
 
 from alerts.profiles import get_profile
+from conftest import assert_golden
 from checker.api import TopologyVerdict, evaluate
 from checker.cli import main
 from checker.failures import with_run_labels
@@ -191,12 +191,7 @@ def _normalised(path: Path) -> str:
 
 
 def _golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("SOAK_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with SOAK_UPDATE_GOLDEN=1 once and review it"
-    assert text == path.read_text(), f"{name} differs from the golden file (SOAK_UPDATE_GOLDEN=1 to accept)"
+    assert_golden(GOLDEN / name, text)
 
 
 def test_a_passing_window_exits_0_and_writes_golden_outputs(prometheus: Service, tmp_path: Path) -> None:

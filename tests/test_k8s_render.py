@@ -6,7 +6,6 @@ goldens under tests/golden/k8s/ (regenerate: SOAK_UPDATE_GOLDEN=1)."""
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, assert_golden
 from alerts.profiles import get_profile
 from runner.plan import ChaosEvent, load_plan
 from runner.topology import topology_nodes
@@ -194,9 +193,4 @@ def test_every_action_plan_renders_to_the_golden_objects(kind: str, topology: st
     r, _ = rendered[(kind, topology)]
     text = "".join(f"---\n# {render.file_name(i, o)}\n" + yaml.safe_dump(_golden_view(o), sort_keys=False, width=1000)
                    for group in (r.objects, r.chaos_objects) for i, o in enumerate(group, 1))
-    path = GOLDEN / f"{kind}-{topology}.yaml"
-    if os.environ.get("SOAK_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with SOAK_UPDATE_GOLDEN=1 once and review it"
-    assert text == path.read_text(), f"{path.name} differs from the golden file (SOAK_UPDATE_GOLDEN=1 to accept)"
+    assert_golden(GOLDEN / f"{kind}-{topology}.yaml", text)
