@@ -11,9 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from soakcore.errors import SoakError
 from soakcore.services import free_port, http_get_json
@@ -266,6 +267,20 @@ class G2Process(SimProcess):
             except ValueError:
                 continue
         return sorted(docs, key=lambda d: d["settlement_report"]["epoch_index"])
+
+
+@contextmanager
+def running(procs: dict[str, G2Process]) -> Iterator[dict[str, G2Process]]:
+    """Start every process, wait until each is ready, and stop them all at the end."""
+    try:
+        for p in procs.values():
+            p.start()
+        for p in procs.values():
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs.values():
+            p.stop()
 
 
 def g2_triad(root: Path, case_base: int, extra: dict[str, list[str]] | None = None, epoch_secs: int = 1,

@@ -20,7 +20,7 @@ from conftest import EXAMPLES, ROOT
 from simulator import g2_cli
 from simulator.flags import ParseError
 from soakcore.errors import SoakError
-from simulator.testing import G2Process, g2_script_argv, g2_triad, port_block, wait_until
+from simulator.testing import G2Process, g2_script_argv, g2_triad, port_block, running, wait_until
 
 # Objects whose keys are data (kinds, protocols, codes), not schema.
 FREE_KEYS = {"by_kind", "by_protocol", "by_topic", "failure_by_code", "protocol_retry_cooldown_peers"}
@@ -127,15 +127,8 @@ def test_startup_errors_exit_1(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def triad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, G2Process]]:
     procs = g2_triad(tmp_path_factory.mktemp("g2"), port_block(44))
-    try:
-        for p in procs.values():
-            p.start()
-        for p in procs.values():
-            p.wait_ready()
+    with running(procs):
         yield procs
-    finally:
-        for p in procs.values():
-            p.stop()
 
 
 def test_status_has_the_head_schema_with_lowercase_last_status(triad: dict[str, G2Process]) -> None:
@@ -201,16 +194,9 @@ def test_a_restart_resets_the_process_counters_but_not_the_epoch_index(triad: di
 
 def test_nodes_with_different_root_keys_do_not_follow_the_sequencer(tmp_path: Path) -> None:
     procs = g2_triad(tmp_path, port_block(44), shared_key=False)
-    try:
-        for p in procs.values():
-            p.start()
-        for p in procs.values():
-            p.wait_ready()
+    with running(procs):
         wait_until(lambda: procs["sequencer"].height() > 10, 10, "the sequencer commits")
         assert procs["storage"].height() == 0 and procs["observer"].height() == 0
-    finally:
-        for p in procs.values():
-            p.stop()
 
 
 def test_fault_switches_work_in_g2(tmp_path: Path) -> None:
@@ -219,11 +205,7 @@ def test_fault_switches_work_in_g2(tmp_path: Path) -> None:
         "storage": ["--fault-distfs-fail-ratio", "1", "--fault-distfs-fail-reason", "HASH_MISMATCH",
                     "--fault-last-error-at-sec", "1", "--fault-invariant-at-sec", "1"],
         "observer": ["--fault-crash-at-sec", "4", "--fault-crash-code", "7"]})
-    try:
-        for p in procs.values():
-            p.start()
-        for p in procs.values():
-            p.wait_ready()
+    with running(procs):
         sto = procs["storage"]
         wait_until(lambda: sto.status()["observability"]["status"] == "critical", 10, "critical alert")
         doc = sto.status()
@@ -242,9 +224,6 @@ def test_fault_switches_work_in_g2(tmp_path: Path) -> None:
         assert lat["p95_latency_ms"] >= 500
         obs = procs["observer"].proc
         assert obs is not None and obs.wait(10) == 7
-    finally:
-        for p in procs.values():
-            p.stop()
 
 
 def test_status_is_ready_before_the_first_tick_completes(tmp_path: Path) -> None:
@@ -270,11 +249,7 @@ def test_g2_faults_behind_the_g2_gates_and_the_status_fields_they_read(tmp_path:
     procs = g2_triad(tmp_path, port_block(44), extra={
         "sequencer": ["--fault-state-root-diverge-at-sec", "2"],
         "observer": ["--fault-replication-down-at-sec", "3"]})
-    try:
-        for p in procs.values():
-            p.start()
-        for p in procs.values():
-            p.wait_ready()
+    with running(procs):
         seq, sto, obs = procs["sequencer"], procs["storage"], procs["observer"]
         wait_until(lambda: sto.status()["traffic"]["libp2p_replication"]["totals"]["inbound"]["messages"] > 0, 10,
                    "replication fetches")
@@ -298,6 +273,3 @@ def test_g2_faults_behind_the_g2_gates_and_the_status_fields_they_read(tmp_path:
         time.sleep(3)
         sto.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
         wait_until(lambda: sto.status()["consensus"]["missed_tick_count"] >= 1, 10, "missed ticks")
-    finally:
-        for p in procs.values():
-            p.stop()
