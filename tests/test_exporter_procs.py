@@ -94,6 +94,9 @@ def test_a_directory_past_the_old_50000_entry_cap_is_walked_whole_and_the_count_
     size = walk(str(work))
     assert size is not None and size.entries == 11 * 5000 + 11 and size.bytes == 12345
     s = Scraper(SoakCollector(Setup(run_id="r1", topology="t1", sources=(Source("n", work_dir=str(work)),))))
+    deadline = time.monotonic() + 30   # the first walk is waited for briefly, then served by a later scrape
+    while s.value("soak_node_disk_bytes", node="n") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert s.value("soak_node_disk_bytes", node="n") == 12345
     assert s.value("soak_node_disk_entries", node="n") == 55011
 

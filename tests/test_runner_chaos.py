@@ -38,6 +38,14 @@ def _stop(topo: Topology) -> None:
     netcut.heal_owned(os.getpid())   # the nodes' cgroups (a run does this at its end)
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (or is a zombie); it may vanish between two looks."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,7 +108,7 @@ def test_restart_and_kill_stop_the_process_then_relaunch_it_as_a_chaos_restart(d
     assert old_pid is not None
 
     def down() -> None:
-        _until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie", 10,
+        _until(lambda: _gone(old_pid), 10,
                "old process gone")
         assert node.pid is None
 
